@@ -1,0 +1,8 @@
+"""queuefleet: a Redis job queue and worker with leases, graceful restarts and failed jobs in SQL."""
+
+from .failed import FailedJobStore
+from .payload import Job
+from .queue import Queue
+
+__all__ = ["Queue", "Job", "FailedJobStore"]
+__version__ = "0.1.0"

@@ -1,0 +1,423 @@
+"""The `queue` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import click
+import redis
+
+from .failed import DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
+from .handlers import parse_allowed
+from .payload import Job, PayloadError, check_queue_name, parse_backoff
+from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
+
+EXIT_UNAVAILABLE = 1
+
+
+class Context:
+    def __init__(self, redis_url: str, database_url: str, prefix: str) -> None:
+        self.redis_url = redis_url
+        self.database_url = database_url
+        self.prefix = prefix
+
+    def queue(self) -> Queue:
+        q = Queue.from_url(self.redis_url, prefix=self.prefix)
+        try:
+            q.redis.ping()
+        except redis.AuthenticationError as exc:
+            _die(f"cannot use Redis at {redacted_url(self.redis_url)}: authentication failed ({exc})")
+        except redis.RedisError as exc:
+            _die(f"cannot connect to Redis at {redacted_url(self.redis_url)}: {exc}")
+        return q
+
+    def store(self, *, check: bool = True) -> FailedJobStore:
+        try:
+            store = FailedJobStore(self.database_url)
+        except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
+            _die(f"bad database URL {redacted_url(self.database_url)}: {exc}")
+        if check:
+            try:
+                store.check()
+            except DatabaseUnavailable as exc:
+                _die(f"failed-jobs database {redacted_url(self.database_url)}: {exc}")
+        return store
+
+
+def _die(message: str, code: int = EXIT_UNAVAILABLE) -> None:
+    click.echo(f"queue: {message}", err=True)
+    sys.exit(code)
+
+
+def _redis_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a Redis outage in the middle of a command into one clear line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except redis.RedisError as exc:
+            ctx = click.get_current_context().find_object(Context)
+            where = redacted_url(ctx.redis_url) if ctx else "Redis"
+            _die(f"Redis error at {where}: {exc}")
+
+    return wrapper
+
+
+def _load_env_file(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
+    """KEY=VALUE lines (as the deploy writes them); the process environment wins."""
+    if not path:
+        return path
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+    return path
+
+
+def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def check(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return value
+        if value < 0 or (value == 0 and not allow_zero):
+            raise click.BadParameter(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+        return value
+
+    return check
+
+
+def _queues(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
+    names = [q.strip() for q in value.split(",") if q.strip()]
+    if not names:
+        raise click.BadParameter("give at least one queue name")
+    try:
+        for name in names:
+            check_queue_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"a queue is listed twice: {value}")
+    return names
+
+
+def _backoff(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return parse_backoff(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--env-file",
+    envvar="QUEUEFLEET_ENV_FILE",
+    is_eager=True,
+    expose_value=False,
+    callback=_load_env_file,
+    help="Read KEY=VALUE settings from this file first (the deploy's shared env file).",
+)
+@click.option("--redis-url", envvar="QUEUEFLEET_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True, help="Redis holding the queues.")
+@click.option(
+    "--database-url",
+    envvar="QUEUEFLEET_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="SQLAlchemy URL of the failed-jobs database (mysql+pymysql://... in production).",
+)
+@click.option("--prefix", envvar="QUEUEFLEET_PREFIX", default=DEFAULT_PREFIX, show_default=True, help="Redis key prefix.")
+@click.version_option(package_name="queuefleet")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str, database_url: str, prefix: str) -> None:
+    """queuefleet: a Redis job queue and worker, with failed jobs in SQL."""
+    ctx.obj = Context(redis_url, database_url, prefix)
+
+
+@main.command()
+@click.option("--queue", "queues", default="default", show_default=True, callback=_queues, help="Queues in strict priority order, comma-separated.")
+@click.option("--jobs", envvar="QUEUEFLEET_JOBS", default="", help="Allowed job module prefixes, comma-separated (QUEUEFLEET_JOBS).")
+@click.option("--tries", default=1, show_default=True, type=int, callback=_positive("--tries", True), help="Attempts per job before it fails (0 = unlimited); a job's own tries win.")
+@click.option("--timeout", default=60.0, show_default=True, type=float, callback=_positive("--timeout", True), help="Seconds a job may run before it is stopped (0 = no limit); a job's own timeout wins.")
+@click.option("--memory", default=128, show_default=True, type=int, callback=_positive("--memory", True), help="Exit 0 after the current job once RSS reaches this many MB (0 = no limit).")
+@click.option("--sleep", default=3.0, show_default=True, type=float, callback=_positive("--sleep"), help="Longest idle wait in seconds before looking again (pushes wake the worker at once).")
+@click.option("--backoff", default="0", show_default=True, callback=_backoff, help="Seconds before a failed job is retried: S or S1,S2,... per attempt.")
+@click.option("--max-jobs", default=0, type=int, callback=_positive("--max-jobs", True), help="Exit 0 after this many jobs (0 = no limit).")
+@click.option("--max-time", default=0.0, type=float, callback=_positive("--max-time", True), help="Exit 0 after this many seconds, between jobs (0 = no limit).")
+@click.option("--stop-when-empty", is_flag=True, help="Exit 0 once the queues are empty.")
+@click.option("--once", is_flag=True, help="Run a single job, then exit.")
+@click.option("--name", default="default", show_default=True, help="Pool name reported in heartbeats and logs.")
+@click.option("--release", envvar="QUEUEFLEET_RELEASE", default="", help="Release this worker runs (QUEUEFLEET_RELEASE).")
+@click.option("--lease", default=30.0, show_default=True, type=float, callback=_positive("--lease"), help="Seconds a dead worker's jobs stay reserved before they run again.")
+@click.option("--drain-timeout", default=0.0, type=float, callback=_positive("--drain-timeout", True), help="On SIGTERM, seconds to let the current job finish before it is put back (0 = until its timeout).")
+@click.option("--max-lost", default=3, show_default=True, type=int, callback=_positive("--max-lost", True), help="Fail a job whose worker died this many times while running it (0 = never).")
+@click.option("--prefetch", default=32, show_default=True, type=click.IntRange(1, 1000), help="Most jobs reserved in one round trip (fewer when jobs are slow).")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.pass_obj
+def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float, memory: int, sleep: float, backoff: list[float],
+         max_jobs: int, max_time: float, stop_when_empty: bool, once: bool, name: str, release: str, lease: float,
+         drain_timeout: float, max_lost: int, prefetch: int, log_format: str) -> None:
+    """Run jobs from the queues until stopped (what supervisor runs)."""
+    from .worker import Worker, WorkerOptions
+
+    try:
+        allowed = parse_allowed(jobs)
+    except ValueError as exc:
+        raise click.BadParameter(f"bad module prefix in {jobs!r}: {exc}", param_hint="--jobs") from None
+    if not allowed:
+        raise click.UsageError("no job modules are allowed: pass --jobs myapp.jobs (or set QUEUEFLEET_JOBS)")
+    queue = obj.queue()
+    store = obj.store()
+    options = WorkerOptions(
+        queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
+        max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
+        lease=lease, drain_timeout=drain_timeout, max_lost=max_lost, prefetch=prefetch, log_format=log_format,
+    )
+    sys.exit(Worker(queue, store, options).run())
+
+
+@main.command()
+@click.argument("job")
+@click.option("--data", default="null", show_default=True, help="Job data as JSON.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--delay", default=0.0, type=float, callback=_positive("--delay", True), help="Seconds before the job becomes available.")
+@click.option("--tries", type=int, default=None, callback=_positive("--tries", True), help="Attempts for this job (overrides the worker's --tries).")
+@click.option("--timeout", type=float, default=None, callback=_positive("--timeout"), help="Seconds this job may run (overrides the worker's --timeout).")
+@click.option("--backoff", default=None, callback=_backoff, help="Retry delays for this job: S or S1,S2,...")
+@click.pass_obj
+@_redis_errors
+def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int | None, timeout: float | None, backoff: list[float] | None) -> None:
+    """Push JOB (package.module:function) with JSON data; prints the job id."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
+    try:
+        Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    job_id = obj.queue().push(job, payload, queue=queue, delay=delay, tries=tries, timeout=timeout, backoff=backoff)
+    click.echo(job_id)
+
+
+@main.command()
+@click.option("--release", envvar="QUEUEFLEET_RELEASE", default="", help="Release the workers should run; workers already on it keep running.")
+@click.pass_obj
+@_redis_errors
+def restart(obj: Context, release: str) -> None:
+    """Ask every worker to exit after its current job so supervisor starts it on new code."""
+    generation, bumped = obj.queue().signal_restart(release)
+    if bumped:
+        click.echo(f"restart signalled: generation {generation}" + (f" for release {release}" if release else ""))
+    else:
+        click.echo(f"release {release} already signalled (generation {generation}): nothing to do")
+
+
+def _age(stamp: str) -> str:
+    try:
+        seconds = time.time() - float(stamp)
+    except ValueError:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--queue", "only", default=None, help="Only these queues (comma-separated).")
+@click.pass_obj
+@_redis_errors
+def status(obj: Context, as_json: bool, only: str | None) -> None:
+    """Queue sizes and live workers."""
+    q = obj.queue()
+    names = _queues(None, None, only) if only else q.known_queues()  # type: ignore[arg-type]
+    sizes = q.sizes(names)
+    workers = q.workers()
+    restart_state = q.restart_state()
+    if as_json:
+        click.echo(json.dumps({"queues": sizes, "workers": workers, "restart": restart_state}, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="Queues")
+    for col in ("queue", "ready", "delayed", "reserved"):
+        table.add_column(col, justify="left" if col == "queue" else "right")
+    for name, size in sizes.items():
+        table.add_row(name, str(size["ready"]), str(size["delayed"]), str(size["reserved"]))
+    console.print(table)
+    wt = Table(title=f"Workers ({len(workers)})")
+    for col in ("host", "pid", "pool", "release", "state", "job", "processed", "failed", "up", "seen"):
+        wt.add_column(col)
+    for w in sorted(workers, key=lambda w: (w.get("host", ""), w.get("pool", ""), int(w.get("pid", 0)))):
+        wt.add_row(w.get("host", ""), w.get("pid", ""), w.get("pool", ""), w.get("release", "") or "-", w.get("state", ""),
+                   w.get("job", "") or "-", w.get("processed", "0"), w.get("failed", "0"), _age(w.get("started", "")), _age(w.get("last_seen", "")) + " ago")
+    console.print(wt)
+
+
+@main.command()
+@click.argument("thresholds", nargs=-1, required=True)
+@click.pass_obj
+@_redis_errors
+def monitor(obj: Context, thresholds: tuple[str, ...]) -> None:
+    """Exit 1 naming every queue whose ready backlog is over its MAX (QUEUE=MAX ...)."""
+    limits: dict[str, int] = {}
+    for item in thresholds:
+        name, sep, limit = item.partition("=")
+        if not sep or not limit.strip().isdigit():
+            raise click.BadParameter(f"expected QUEUE=MAX with MAX a whole number, got {item!r}", param_hint="THRESHOLDS")
+        try:
+            check_queue_name(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="THRESHOLDS") from None
+        limits[name] = int(limit)
+    sizes = obj.queue().sizes(list(limits))
+    over = [name for name, limit in limits.items() if sizes[name]["ready"] > limit]
+    for name, limit in limits.items():
+        mark = "OVER" if name in over else "ok"
+        click.echo(f"{mark:<4} {name}: {sizes[name]['ready']} ready (max {limit}), {sizes[name]['delayed']} delayed, {sizes[name]['reserved']} reserved")
+    if over:
+        click.echo(f"queue: backlog over threshold: {', '.join(over)}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Context) -> None:
+    """Create the failed_jobs table (idempotent)."""
+    store = obj.store(check=False)
+    try:
+        created = store.migrate()
+    except Exception as exc:  # noqa: BLE001
+        _die(f"cannot migrate {redacted_url(obj.database_url)}: {str(exc).splitlines()[0]}")
+    click.echo("created table failed_jobs" if created else "table failed_jobs is up to date")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.pass_obj
+def failed(obj: Context, as_json: bool, queue: str | None) -> None:
+    """List failed jobs."""
+    rows = obj.store().all(queue=queue)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no failed jobs")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Failed jobs ({len(rows)})")
+    for col in ("id", "uuid", "queue", "job", "failed at", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        try:
+            job_name = json.loads(r.payload).get("job", "?")
+        except (ValueError, AttributeError):
+            job_name = "(malformed)"
+        table.add_row(str(r.id), r.uuid, r.queue, job_name, r.failed_at.strftime("%Y-%m-%d %H:%M:%S"), r.exception.strip().splitlines()[-1][:120])
+    Console().print(table)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--queue", default=None, help="With `all`: only failed jobs of this queue.")
+@click.pass_obj
+@_redis_errors
+def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
+    """Push failed jobs back onto their queues (IDs or uuids, or `all`)."""
+    store = obj.store()
+    if ids == ("all",):
+        rows, missing = store.all(queue=queue), []
+    else:
+        if "all" in ids:
+            raise click.BadParameter("`all` cannot be mixed with ids", param_hint="IDS")
+        rows, missing = store.find(list(ids))
+    q = obj.queue()
+    retried = 0
+    for row in rows:
+        try:
+            job = Job.decode(row.payload)
+        except PayloadError as exc:
+            click.echo(f"skipped {row.id}: cannot be retried, {exc}", err=True)
+            continue
+        job.attempts = 0
+        q.push_job(job)
+        store.forget([row.id])
+        retried += 1
+        click.echo(f"retried {row.id} ({job.id}) on queue {job.queue}")
+    for item in missing:
+        click.echo(f"queue: no failed job {item}", err=True)
+    if not rows and not missing:
+        click.echo("no failed jobs to retry")
+    if missing:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+def forget(obj: Context, ids: tuple[str, ...]) -> None:
+    """Delete failed jobs by id or uuid."""
+    store = obj.store()
+    rows, missing = store.find(list(ids))
+    store.forget([r.id for r in rows])
+    for r in rows:
+        click.echo(f"forgot {r.id} ({r.uuid})")
+    for item in missing:
+        click.echo(f"queue: no failed job {item}", err=True)
+    if missing:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--hours", type=float, default=None, callback=_positive("--hours", True), help="Only failed jobs older than this many hours.")
+@click.pass_obj
+def flush(obj: Context, hours: float | None) -> None:
+    """Delete all failed jobs (or those older than --hours)."""
+    count = obj.store().flush(hours)
+    click.echo(f"flushed {count} failed job{'s' if count != 1 else ''}")
+
+
+@main.command()
+@click.argument("queue_name", metavar="QUEUE")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+@_redis_errors
+def clear(obj: Context, queue_name: str, force: bool) -> None:
+    """Delete the ready and delayed jobs of QUEUE (jobs running now finish normally)."""
+    try:
+        check_queue_name(queue_name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="QUEUE") from None
+    if not force and not click.confirm(f"Delete every waiting job of queue {queue_name!r}?", default=False):
+        _die("aborted", 1)
+    click.echo(f"cleared {obj.queue().clear(queue_name)} jobs from {queue_name}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

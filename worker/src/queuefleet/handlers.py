@@ -1,0 +1,65 @@
+"""Resolving `package.module:function` names, only inside the allowed modules.
+
+Whoever can write to Redis can name any job. The worker therefore imports a
+handler only when its module is one of the allowed prefixes (or inside one):
+with ``--jobs myapp.jobs`` the names ``myapp.jobs:f`` and ``myapp.jobs.mail:f``
+resolve, ``os:system`` and ``myapp.jobsx:f`` do not.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Iterable
+
+from .payload import check_job_name
+
+Handler = Callable[[Any], Any]
+
+
+class JobNotAllowed(Exception):
+    """The job names a module outside the allow-list: a permanent failure."""
+
+
+class HandlerNotFound(Exception):
+    """The job's module or function cannot be loaded: a permanent failure."""
+
+
+def parse_allowed(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    prefixes = tuple(p.strip() for p in items if p.strip())
+    for prefix in prefixes:
+        check_job_name(prefix + ":f")  # same identifier rules as a module path
+    return prefixes
+
+
+class HandlerRegistry:
+    """Imports and caches handlers, refusing anything outside `allowed`."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.allowed = tuple(allowed)
+        self._cache: dict[str, Handler] = {}
+
+    def is_allowed(self, module: str) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in self.allowed)
+
+    def resolve(self, job: str) -> Handler:
+        handler = self._cache.get(job)
+        if handler is not None:
+            return handler
+        module_name, _, func_name = job.partition(":")
+        if not self.is_allowed(module_name):
+            raise JobNotAllowed(
+                f"job {job!r} is not allowed: module {module_name!r} is outside the allowed "
+                f"job modules ({', '.join(self.allowed) or 'none'}; set --jobs / QUEUEFLEET_JOBS)"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a module that fails to import is a permanent failure too
+            raise HandlerNotFound(f"cannot import {module_name!r} for job {job!r}: {exc}") from exc
+        handler = getattr(module, func_name, None)
+        if not callable(handler):
+            raise HandlerNotFound(f"module {module_name!r} has no callable {func_name!r} (job {job!r})")
+        self._cache[job] = handler
+        return handler

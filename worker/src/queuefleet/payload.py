@@ -1,0 +1,159 @@
+"""The job payload: what a producer writes to Redis and a worker reads back.
+
+Payloads are JSON (never pickle): anyone who can write to Redis can write a
+payload, so decoding one must never run code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be decoded into a job."""
+
+
+def check_job_name(job: str) -> str:
+    if not isinstance(job, str) or not JOB_NAME.match(job):
+        raise ValueError(f"job must look like 'package.module:function', got {job!r}")
+    return job
+
+
+def check_queue_name(queue: str) -> str:
+    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+        raise ValueError(f"queue name must match {QUEUE_NAME.pattern}, got {queue!r}")
+    return queue
+
+
+def parse_backoff(value: str | int | float | list[int | float] | tuple[int | float, ...] | None) -> list[float]:
+    """Turn '10,60,300', 10 or [10, 60] into a list of non-negative seconds."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        parts: list[Any] = [p.strip() for p in value.split(",")]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        parts = [value]
+    else:
+        parts = list(value)
+    seconds = []
+    for part in parts:
+        try:
+            number = float(part)
+        except (TypeError, ValueError):
+            raise ValueError(f"backoff must be seconds like '10' or '10,60,300', got {value!r}") from None
+        if number < 0 or number != number:
+            raise ValueError(f"backoff seconds must be >= 0, got {part!r}")
+        seconds.append(number)
+    return seconds
+
+
+@dataclass
+class Job:
+    """One unit of work. `attempts` and `lost` are kept by Redis, not in the JSON."""
+
+    id: str
+    job: str
+    data: Any
+    queue: str
+    max_tries: int | None = None
+    timeout: float | None = None
+    backoff: list[float] = field(default_factory=list)
+    pushed_at: float = 0.0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    lost: int = 0
+
+    @classmethod
+    def new(
+        cls,
+        job: str,
+        data: Any,
+        queue: str,
+        *,
+        tries: int | None = None,
+        timeout: float | None = None,
+        backoff: Any = None,
+    ) -> "Job":
+        check_job_name(job)
+        check_queue_name(queue)
+        if tries is not None and (not isinstance(tries, int) or isinstance(tries, bool) or tries < 0):
+            raise ValueError(f"tries must be an integer >= 0 (0 = unlimited), got {tries!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        return cls(
+            id=str(uuid.uuid4()),
+            job=job,
+            data=data,
+            queue=queue,
+            max_tries=tries,
+            timeout=timeout,
+            backoff=parse_backoff(backoff),
+            pushed_at=time.time(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "data": self.data,
+            "queue": self.queue,
+            "max_tries": self.max_tries,
+            "timeout": self.timeout,
+            "backoff": self.backoff,
+            "pushed_at": self.pushed_at,
+            "errors": self.errors,
+            "attempts": self.attempts,
+        }
+
+    def encode(self) -> str:
+        try:
+            return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
+
+    @classmethod
+    def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0) -> "Job":
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"payload is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise PayloadError("payload is not a JSON object")
+        missing = [k for k in ("id", "job", "queue") if k not in doc]
+        if missing:
+            raise PayloadError(f"payload lacks {', '.join(missing)}")
+        try:
+            check_job_name(doc["job"])
+            check_queue_name(doc["queue"])
+            max_tries = doc.get("max_tries")
+            if max_tries is not None and (not isinstance(max_tries, int) or isinstance(max_tries, bool)):
+                raise ValueError(f"max_tries must be an integer, got {max_tries!r}")
+            timeout = doc.get("timeout")
+            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+                raise ValueError(f"timeout must be a positive number, got {timeout!r}")
+            errors = doc.get("errors") or []
+            if not isinstance(errors, list):
+                raise ValueError("errors must be a list")
+            return cls(
+                id=str(doc["id"]),
+                job=doc["job"],
+                data=doc.get("data"),
+                queue=doc["queue"],
+                max_tries=max_tries,
+                timeout=timeout,
+                backoff=parse_backoff(doc.get("backoff")),
+                pushed_at=float(doc.get("pushed_at") or 0.0),
+                errors=errors,
+                attempts=attempts,
+                lost=lost,
+            )
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"payload is malformed: {exc}") from None
