@@ -116,7 +116,7 @@ class Worker:
         self._blocking = False
         self._signals = 0
         self._stop_signal_at = 0.0
-        self._runtime_ewma = 0.01
+        self._runtime_ewma = options.batch_seconds  # unknown jobs count as slow: start with batches of one
         self._last_ack_flush = time.monotonic()
         self._last_memory_check = 0.0
         self._redis_down_since: float | None = None

@@ -1,0 +1,75 @@
+"""Job handlers the test suite runs in real worker processes.
+
+Each records what it did in Redis (`TEST_REDIS_URL`) so tests can count executions.
+"""
+
+import os
+import signal
+import time
+
+import redis
+
+_client = None
+
+
+def client() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    return _client
+
+
+def record(data):
+    """Append data['tag'] to the `executed` list."""
+    client().rpush(data.get("key", "executed"), data["tag"])
+
+
+def incr(data):
+    client().incr(data.get("key", "count"))
+
+
+def slow(data):
+    """Record a start, sleep data['seconds'], record an end."""
+    client().rpush("started", data["tag"])
+    time.sleep(data["seconds"])
+    client().rpush("executed", data["tag"])
+
+
+def fail(data):
+    client().rpush("attempts", f"{data['tag']}@{time.time():.3f}")
+    raise RuntimeError(f"failing on purpose: {data['tag']}")
+
+
+def fail_then_succeed(data):
+    n = client().incr(f"ftr:{data['tag']}")
+    if n < data["succeed_on"]:
+        raise RuntimeError(f"attempt {n} fails")
+    client().rpush("executed", data["tag"])
+
+
+def hog(data):
+    """Allocate data['mb'] megabytes and keep them alive in the process."""
+    global _hog
+    _hog = bytearray(data["mb"] * 1024 * 1024)
+    for i in range(0, len(_hog), 4096):
+        _hog[i] = 1
+    client().rpush("executed", data["tag"])
+
+
+def stuck(data):
+    """Ignore the timeout signal: the worker's watchdog must end the process."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+    client().rpush("started", data["tag"])
+    time.sleep(data["seconds"])
+
+
+def swallow(data):
+    """A handler that catches every Exception: a timeout must still stop it."""
+    client().rpush("started", data["tag"])
+    end = time.time() + data["seconds"]
+    while time.time() < end:
+        try:
+            time.sleep(0.05)
+        except Exception:  # noqa: BLE001 - the point of this handler
+            pass
+    client().rpush("executed", data["tag"])

@@ -1,0 +1,402 @@
+"""Delivery guarantees, end to end, with real worker processes and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import redis
+
+from queuefleet import FailedJobStore, Queue
+from queuefleet.queue import ReleaseEntry
+
+from conftest import executed, wait_for
+
+JOB = "qf_testjobs:record"
+
+
+def job_ids_in_failed(store: FailedJobStore) -> list[str]:
+    return [row.uuid for row in store.all()]
+
+
+# -- ordering and timing -------------------------------------------------------
+
+
+def test_strict_priority_order(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push_many([(JOB, {"tag": f"low{i}"}) for i in range(3)], queue="low")
+    q.push_many([(JOB, {"tag": f"high{i}"}) for i in range(3)], queue="high")
+    q.push(JOB, {"tag": "mid0"}, queue="mid")
+    cli.run("work", "--queue", "high,mid,low", "--stop-when-empty")
+    assert executed(r) == ["high0", "high1", "high2", "mid0", "low0", "low1", "low2"]
+
+
+def test_high_priority_job_overtakes_a_backlog_of_slow_jobs(cli, r, redis_url):
+    """Slow jobs are reserved one at a time, so a later high-priority push runs next."""
+    q = Queue.from_url(redis_url)
+    q.push_many([("qf_testjobs:slow", {"tag": f"slow{i}", "seconds": 0.3}) for i in range(4)], queue="low")
+    worker = cli.spawn("--queue", "high,low", "--sleep", "1")
+    wait_for(lambda: r.llen("executed") >= 1, what="first slow job")
+    q.push(JOB, {"tag": "urgent"}, queue="high")
+    wait_for(lambda: r.llen("executed") >= 5, timeout=10, what="all jobs")
+    order = executed(r)
+    assert order.index("urgent") <= 2, order
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_delayed_job_waits_then_runs_on_time(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push(JOB, {"tag": "later"}, queue="default", delay=1.5)
+    q.push(JOB, {"tag": "now"}, queue="default")
+    cli.run("work", "--stop-when-empty")
+    assert executed(r) == ["now"]  # the delayed job is not due yet
+    assert q.sizes(["default"])["default"]["delayed"] == 1
+    pushed = time.monotonic()
+    worker = cli.spawn("--sleep", "10")
+    wait_for(lambda: executed(r) == ["now", "later"], timeout=5, what="delayed job")
+    # The idle worker sleeps until the job is due, not for the whole --sleep.
+    assert time.monotonic() - pushed < 3
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_idle_worker_wakes_on_push_and_stops_on_sigterm_at_once(cli, r, redis_url):
+    worker = cli.spawn("--sleep", "30")
+    worker.wait_log("STARTING")
+    time.sleep(0.3)  # let it block in its wait
+    q = Queue.from_url(redis_url)
+    start = time.monotonic()
+    q.push(JOB, {"tag": "wake"})
+    wait_for(lambda: executed(r) == ["wake"], timeout=5, interval=0.002, what="job run")
+    assert time.monotonic() - start < 0.5  # woken by the push, not by --sleep 30
+    time.sleep(0.2)
+    start = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert time.monotonic() - start < 2  # SIGTERM breaks the 30 s wait
+
+
+# -- retries, failures, timeouts -------------------------------------------------------
+
+
+def test_tries_and_backoff_then_failed_store(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:fail", {"tag": "f"}, tries=3, backoff=[0.4, 0.8])
+    cli.run("work", "--stop-when-empty", "--sleep", "0.1", "--tries", "1")  # the job's own tries win
+    # Backoff keeps the job delayed, so --stop-when-empty returns before it is done: keep working.
+    worker = cli.spawn("--sleep", "0.1")
+    store = FailedJobStore(sqlite_url)
+    wait_for(lambda: job_ids_in_failed(store) == [job_id], timeout=10, what="job in failed_jobs")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    stamps = [float(a.decode().split("@")[1]) for a in r.lrange("attempts", 0, -1)]
+    assert len(stamps) == 3
+    assert stamps[1] - stamps[0] >= 0.35
+    assert stamps[2] - stamps[1] >= 0.75
+    row = store.all()[0]
+    assert "failing on purpose: f" in row.exception
+    payload = json.loads(row.payload)
+    assert [e["attempt"] for e in payload["errors"]] == [1, 2, 3]
+    assert all("failing on purpose" in e["error"] for e in payload["errors"])
+    assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
+    assert r.hlen("queuefleet:payloads") == 0
+
+
+def test_success_on_a_later_try_is_not_a_failure(cli, r, redis_url, sqlite_url):
+    Queue.from_url(redis_url).push("qf_testjobs:fail_then_succeed", {"tag": "x", "succeed_on": 2}, tries=3)
+    worker = cli.spawn("--sleep", "0.1")
+    wait_for(lambda: executed(r) == ["x"], what="second attempt to succeed")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert FailedJobStore(sqlite_url).count() == 0
+
+
+def test_hard_timeout_stops_the_job_and_the_worker_carries_on(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    slow_id = q.push("qf_testjobs:swallow", {"tag": "slow", "seconds": 30}, timeout=1)
+    q.push(JOB, {"tag": "next"})
+    start = time.monotonic()
+    worker = cli.spawn("--sleep", "0.2", "--tries", "1")
+    wait_for(lambda: executed(r) == ["next"], timeout=10, what="job after the timed-out one")
+    assert time.monotonic() - start < 6
+    assert worker.proc.poll() is None  # the worker stayed healthy
+    store = FailedJobStore(sqlite_url)
+    row = store.all()[0]
+    assert row.uuid == slow_id and "JobTimeout" in row.exception
+    assert r.lrange("started", 0, -1) == [b"slow"]  # it never finished
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_handler_that_blocks_the_timeout_signal_is_ended_by_the_watchdog(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:stuck", {"tag": "stuck", "seconds": 60}, timeout=1, tries=1)
+    worker = cli.spawn("--sleep", "0.2")
+    code = worker.wait(20)
+    assert code == 1  # exits for supervisor to restart it
+    store = FailedJobStore(sqlite_url)
+    wait_for(lambda: job_ids_in_failed(store) == [job_id], timeout=5, what="stuck job failed")
+    assert "did not stop" in store.all()[0].exception
+
+
+def test_memory_limit_exits_cleanly_after_the_job(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push("qf_testjobs:hog", {"tag": "hog", "mb": 120})
+    q.push(JOB, {"tag": "after"})
+    worker = cli.spawn("--memory", "100", "--sleep", "0.2")
+    assert worker.wait(20) == 0
+    assert executed(r) == ["hog"]  # finished its job, then exited before the next
+    assert "memory" in worker.output()
+    assert q.sizes(["default"])["default"]["ready"] == 1
+
+
+# -- leases and fencing ------------------------------------------------------------
+
+
+def test_killed_worker_job_is_redelivered_after_the_lease(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push("qf_testjobs:slow", {"tag": "long", "seconds": 1.5})
+    victim = cli.spawn("--lease", "2", "--sleep", "0.2")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    victim.proc.kill()
+    victim.wait()
+    killed_at = time.monotonic()
+    rescuer = cli.spawn("--lease", "2", "--sleep", "0.2")
+    wait_for(lambda: executed(r) == ["long"], timeout=15, what="redelivery")
+    assert time.monotonic() - killed_at >= 1.5  # not before the lease expired
+    assert r.llen("started") == 2
+    assert "attempt=1" in rescuer.output()  # the lost run did not use up an attempt
+    rescuer.signal(signal.SIGTERM)
+    assert rescuer.wait() == 0
+
+
+def test_long_job_is_not_redelivered_while_its_worker_lives(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push("qf_testjobs:slow", {"tag": "long", "seconds": 4})
+    first = cli.spawn("--lease", "1", "--sleep", "0.1", "--timeout", "30")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    second = cli.spawn("--lease", "1", "--sleep", "0.1")
+    wait_for(lambda: executed(r) == ["long"], timeout=10, what="job end")
+    time.sleep(0.5)
+    assert r.llen("started") == 1, "the job ran twice while its worker was alive"
+    for w in (first, second):
+        w.signal(signal.SIGTERM)
+        assert w.wait() == 0
+
+
+def test_ack_and_release_are_fenced(redis_url, r):
+    q = Queue.from_url(redis_url)
+    job_id = q.push(JOB, {"tag": "x"})
+    a = q.fetch(["default"], worker_id="A", max_jobs=1, lease_ms=50)
+    assert [j.id for j in a.jobs] == [job_id]
+    time.sleep(0.1)  # A's lease runs out (A stalled)
+    b = q.fetch(["default"], worker_id="B", max_jobs=1, lease_ms=30_000)
+    assert [j.id for j in b.jobs] == [job_id]
+    assert b.jobs[0].attempts == 1 and b.jobs[0].lost == 1
+    held_a = ("default", job_id, a.jobs[0].token)
+    held_b = ("default", job_id, b.jobs[0].token)
+    # A can neither delete, release nor extend what B now holds.
+    assert q.ack([held_a]) == [job_id]
+    assert q.release([ReleaseEntry("default", job_id, a.jobs[0].token)]) == [job_id]
+    assert q.extend([held_a], 30_000) == [job_id]
+    assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 1}
+    assert r.hexists("queuefleet:payloads", job_id)
+    # B's ack works.
+    assert q.ack([held_b]) == []
+    assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
+    assert not r.hexists("queuefleet:payloads", job_id)
+
+
+def test_worker_lost_too_often_goes_to_failed_jobs(redis_url, r, cli, sqlite_url):
+    q = Queue.from_url(redis_url)
+    job_id = q.push(JOB, {"tag": "poison"})
+    for _ in range(2):
+        q.fetch(["default"], worker_id="doomed", max_jobs=1, lease_ms=1)
+        time.sleep(0.01)
+    cli.run("work", "--stop-when-empty", "--max-lost", "2")
+    assert executed(r) == []
+    row = FailedJobStore(sqlite_url).all()[0]
+    assert row.uuid == job_id and "lost 2 times" in row.exception
+
+
+# -- stopping, pausing, restarting ------------------------------------------------------
+
+
+def test_sigterm_drains_the_current_job_then_exits_0(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push("qf_testjobs:slow", {"tag": "drain", "seconds": 1})
+    q.push(JOB, {"tag": "not-started"})
+    worker = cli.spawn("--sleep", "0.2")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert executed(r) == ["drain"]
+    assert q.sizes(["default"])["default"] == {"ready": 1, "delayed": 0, "reserved": 0}
+
+
+def test_second_signal_puts_the_job_back_without_counting_the_attempt(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:slow", {"tag": "interrupted", "seconds": 30}, tries=1)
+    worker = cli.spawn("--sleep", "0.2")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert executed(r) == []
+    assert q.sizes(["default"])["default"] == {"ready": 1, "delayed": 0, "reserved": 0}
+    assert int(r.hget("queuefleet:attempts", job_id) or 0) == 0
+    # With tries=1 it still runs: the interrupted attempt did not count.
+    again = cli.spawn("--sleep", "0.2")
+    wait_for(lambda: r.llen("started") == 2, what="job to run again")
+    again.wait_log("attempt=1")
+    again.proc.kill()
+
+
+def test_drain_timeout_puts_a_long_job_back(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push("qf_testjobs:slow", {"tag": "long", "seconds": 30})
+    worker = cli.spawn("--sleep", "0.2", "--drain-timeout", "1")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    start = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert time.monotonic() - start < 6
+    assert q.sizes(["default"])["default"]["ready"] == 1
+    assert "released" in worker.output().lower()
+
+
+def test_sigusr2_pauses_and_sigcont_resumes(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    worker = cli.spawn("--sleep", "0.2")
+    worker.wait_log("STARTING")
+    worker.signal(signal.SIGUSR2)
+    wait_for(lambda: any(w["state"] == "paused" for w in q.workers()), timeout=5, what="paused heartbeat")
+    q.push(JOB, {"tag": "held"})
+    time.sleep(0.8)
+    assert executed(r) == []
+    worker.signal(signal.SIGCONT)
+    wait_for(lambda: executed(r) == ["held"], timeout=5, what="job after resume")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_restart_generations(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    old = cli.spawn("--sleep", "0.2", "--release", "r1")
+    new = cli.spawn("--sleep", "0.2", "--release", "r2")
+    wait_for(lambda: len(q.workers()) == 2, what="two heartbeats")
+    assert sorted(w["release"] for w in q.workers()) == ["r1", "r2"]
+    first = cli.run("restart", "--release", "r2")
+    assert "generation 1" in first.stdout
+    assert old.wait(10) == 0  # behind: exits for supervisor to restart it on r2
+    assert "restart signal" in old.output()
+    # Another host signals the same release: no new generation, nobody restarts.
+    second = cli.run("restart", "--release", "r2")
+    assert "nothing to do" in second.stdout
+    assert q.restart_state()["generation"] == "1"
+    time.sleep(1)
+    assert new.proc.poll() is None  # already on r2: keeps running
+    q.push(JOB, {"tag": "still-working"})
+    wait_for(lambda: executed(r) == ["still-working"], what="r2 worker still processing")
+    # A restart without a release restarts everyone.
+    cli.run("restart")
+    assert new.wait(10) == 0
+
+
+def test_restart_waits_for_the_running_job(cli, r, redis_url):
+    Queue.from_url(redis_url).push("qf_testjobs:slow", {"tag": "busy", "seconds": 1})
+    worker = cli.spawn("--sleep", "0.2", "--release", "r1")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    cli.run("restart", "--release", "r2")
+    assert worker.wait(10) == 0
+    assert executed(r) == ["busy"]
+
+
+# -- hostile or broken input -------------------------------------------------------------
+
+
+def test_poison_payloads_go_to_failed_jobs_and_the_worker_carries_on(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    r.lpush("queuefleet:queue:default", "no-such-id")  # an id without a payload
+    r.hset("queuefleet:payloads", "bad-json", "{not json")
+    r.lpush("queuefleet:queue:default", "bad-json")
+    r.hset("queuefleet:payloads", "bad-shape", json.dumps({"id": "bad-shape", "job": "no colon", "queue": "default"}))
+    r.lpush("queuefleet:queue:default", "bad-shape")
+    q.push(JOB, {"tag": "good"})
+    cli.run("work", "--stop-when-empty")
+    assert executed(r) == ["good"]
+    rows = {row.uuid: row for row in FailedJobStore(sqlite_url).all()}
+    assert set(rows) == {"no-such-id", "bad-json", "bad-shape"}
+    assert "no payload is stored" in rows["no-such-id"].exception
+    assert "not valid JSON" in rows["bad-json"].exception
+    assert rows["bad-json"].payload == "{not json"
+    assert "package.module:function" in rows["bad-shape"].exception
+    assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
+
+
+@pytest.mark.parametrize("job", ["os:system", "qf_testjobsx:record", "subprocess:run"])
+def test_handlers_outside_the_allow_list_are_refused(cli, r, redis_url, sqlite_url, job):
+    q = Queue.from_url(redis_url)
+    job_id = q.push(job, "echo pwned > /tmp/pwned", tries=5)
+    cli.run("work", "--stop-when-empty")
+    row = FailedJobStore(sqlite_url).all()[0]
+    assert row.uuid == job_id
+    assert "is not allowed" in row.exception and "qf_testjobs" in row.exception
+    # A refused job is a permanent failure: no retries are spent on it.
+    assert json.loads(row.payload)["errors"][0]["attempt"] == 1
+    assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
+
+
+def test_missing_handler_fails_with_the_reason(cli, redis_url, sqlite_url):
+    Queue.from_url(redis_url).push("qf_testjobs:no_such_function", {})
+    Queue.from_url(redis_url).push("qf_testjobs.nothere:f", {})
+    cli.run("work", "--stop-when-empty")
+    errors = sorted(row.exception for row in FailedJobStore(sqlite_url).all())
+    assert "has no callable 'no_such_function'" in errors[1]
+    assert "cannot import 'qf_testjobs.nothere'" in errors[0]
+
+
+# -- outages -------------------------------------------------------------------------------
+
+
+def test_worker_survives_a_redis_restart(tmp_path, sqlite_url):
+    from conftest import QueueCli, RedisServer
+
+    server = RedisServer(tmp_path / "own-redis", appendonly=True)
+    (tmp_path / "own-redis").mkdir()
+    server.start()
+    cli = QueueCli(server.url, sqlite_url, tmp_path)
+    try:
+        cli.run("migrate")
+        client = redis.Redis.from_url(server.url)
+        worker = cli.spawn("--sleep", "0.5", env={"TEST_REDIS_URL": server.url})
+        worker.wait_log("STARTING")
+        server.stop()
+        time.sleep(1.5)
+        assert worker.proc.poll() is None
+        server.start()
+        Queue.from_url(server.url).push(JOB, {"tag": "after-restart"})
+        wait_for(lambda: client.lrange("executed", 0, -1) == [b"after-restart"], timeout=15, what="job after Redis came back")
+        out = worker.output()
+        assert "lost Redis" in out and "Redis is back" in out
+        assert out.count("lost Redis") == 1  # one line per outage, no crash loop
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+    finally:
+        cli.close()
+        server.stop()
+
+
+def test_many_jobs_none_lost_none_duplicated_across_workers(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    n = 3000
+    q.push_many([(JOB, {"tag": str(i)}) for i in range(n)], queue="bulk")
+    workers = [cli.spawn("--queue", "bulk", "--stop-when-empty") for _ in range(3)]
+    for w in workers:
+        assert w.wait(60) == 0
+    done = executed(r)
+    assert len(done) == n and len(set(done)) == n
