@@ -70,7 +70,7 @@ ENV container=docker
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     systemd systemd-sysv dbus python3 python3-apt sudo ca-certificates procps iproute2 gnupg \
- && apt-get clean && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* && touch -d @0 /var/lib/apt/lists \
  && systemctl mask getty.target console-getty.service systemd-logind.service \
     systemd-remount-fs.service dev-hugepages.mount sys-fs-fuse-connections.mount \
  && rm -f /etc/machine-id && touch /etc/machine-id
@@ -106,6 +106,9 @@ EOF
   done
   rm -f "$dir/etc/machine-id" && touch "$dir/etc/machine-id"
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+  # Empty package lists with a fresh mtime would make apt's cache_valid_time
+  # skip the first `apt-get update`: date the (empty) lists as old.
+  touch -d @0 "$dir/var/lib/apt/lists"
   tar -C "$dir" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
   rm -rf "$dir"
 }
