@@ -7,9 +7,10 @@ payload, so decoding one must never run code.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,19 +18,34 @@ JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 class PayloadError(ValueError):
     """A payload that cannot be decoded into a job."""
 
 
+_valid_jobs: set[str] = set()
+_valid_queues: set[str] = set()
+
+
 def check_job_name(job: str) -> str:
+    if isinstance(job, str) and job in _valid_jobs:
+        return job
     if not isinstance(job, str) or not JOB_NAME.match(job):
         raise ValueError(f"job must look like 'package.module:function', got {job!r}")
+    if len(_valid_jobs) < 10_000:
+        _valid_jobs.add(job)
     return job
 
 
 def check_queue_name(queue: str) -> str:
+    if isinstance(queue, str) and queue in _valid_queues:
+        return queue
     if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
         raise ValueError(f"queue name must match {QUEUE_NAME.pattern}, got {queue!r}")
+    if len(_valid_queues) < 10_000:
+        _valid_queues.add(queue)
     return queue
 
 
@@ -49,10 +65,23 @@ def parse_backoff(value: str | int | float | list[int | float] | tuple[int | flo
             number = float(part)
         except (TypeError, ValueError):
             raise ValueError(f"backoff must be seconds like '10' or '10,60,300', got {value!r}") from None
-        if number < 0 or number != number:
-            raise ValueError(f"backoff seconds must be >= 0, got {part!r}")
+        if number < 0 or not math.isfinite(number):
+            raise ValueError(f"backoff seconds must be a finite number >= 0, got {part!r}")
         seconds.append(number)
     return seconds
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string, cheaper than str(uuid.uuid4())."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def encode_data(data: Any) -> str:
+    try:
+        return _encoder.encode(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
 
 
 @dataclass
@@ -86,10 +115,12 @@ class Job:
         check_queue_name(queue)
         if tries is not None and (not isinstance(tries, int) or isinstance(tries, bool) or tries < 0):
             raise ValueError(f"tries must be an integer >= 0 (0 = unlimited), got {tries!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         return cls(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             job=job,
             data=data,
             queue=queue,
@@ -115,7 +146,7 @@ class Job:
 
     def encode(self) -> str:
         try:
-            return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+            return _encoder.encode(self.to_dict())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
 

@@ -16,12 +16,14 @@ agree on leases and delays.
 
 from __future__ import annotations
 
+import math
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import redis
 
-from .payload import Job, check_queue_name
+from .payload import Job, check_job_name, check_queue_name, encode_data, new_id
 from .scripts import SCRIPTS
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -131,15 +133,25 @@ class Queue:
         Every job is validated and encoded before anything is written, so a bad
         item leaves the queue untouched.
         """
-        check_queue_name(queue)
         delay_ms = _delay_ms(delay)
+        # Validate the shared options once, then encode each job from a template:
+        # the payload is byte-for-byte what Job.encode() would produce.
+        template = Job.new("t:t", None, queue, tries=tries, timeout=timeout, backoff=backoff)
+        template.id = template.job = "\0"
+        head, _, tail = template.encode().partition('"data":null')
+        head_id, _, head_job = head.partition('"\\u0000"')
+        head_job = head_job.replace('"\\u0000"', "{job}")
         args: list[str] = []
         ids: list[str] = []
+        job_json: dict[str, str] = {}
         for job, data in jobs:
-            item = Job.new(job, data, queue, tries=tries, timeout=timeout, backoff=backoff)
-            ids.append(item.id)
-            args.append(item.id)
-            args.append(item.encode())
+            encoded_job = job_json.get(job)
+            if encoded_job is None:
+                encoded_job = job_json[job] = json.dumps(check_job_name(job))
+            job_id = new_id()
+            ids.append(job_id)
+            args.append(job_id)
+            args.append(f'{head_id}"{job_id}"{head_job.replace("{job}", encoded_job)}"data":{encode_data(data)}{tail}')
         if not ids:
             return ids
         for start in range(0, len(args), 2 * PUSH_CHUNK):
@@ -304,6 +316,6 @@ class ReleaseEntry:
 
 
 def _delay_ms(delay: float) -> int:
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0 or delay != delay:
-        raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
     return int(round(delay * 1000))
