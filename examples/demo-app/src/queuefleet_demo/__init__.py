@@ -1,0 +1,3 @@
+"""Example application for queuefleet."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,47 @@
+"""Job handlers of the demo app: a fast one, a slow one and one that fails."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from . import __version__
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ.get("QUEUEFLEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return _client
+
+
+def _done(kind: str, data: Any) -> None:
+    pipe = _redis().pipeline(transaction=False)
+    pipe.incr(f"demo:done:{kind}")
+    if isinstance(data, dict) and "id" in data:
+        # One entry per execution, tagged with the code version that ran it,
+        # so tests can count every job and spot duplicates.
+        pipe.rpush("demo:executed", f"{data['id']}@{__version__}")
+    pipe.execute()
+
+
+def fast(data: Any) -> None:
+    """Record the job and return at once."""
+    _done("fast", data)
+
+
+def slow(data: Any) -> None:
+    """Sleep data['seconds'] (default 2), then record the job."""
+    seconds = float(data.get("seconds", 2)) if isinstance(data, dict) else 2.0
+    time.sleep(seconds)
+    _done("slow", data)
+
+
+def fail(data: Any) -> None:
+    """Always fail, so the job ends up in failed_jobs."""
+    raise RuntimeError(f"demo failure for {data!r}")
