@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import time
+import uuid
 from typing import Any, Callable
 
 import click
@@ -97,6 +99,8 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, c
     def check(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
         if value is None:
             return value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise click.BadParameter(f"{name} must be a finite number, got {value}")
         if value < 0 or (value == 0 and not allow_zero):
             raise click.BadParameter(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
         return value
@@ -211,7 +215,7 @@ def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
     try:
-        Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff)
+        Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff).encode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     job_id = obj.queue().push(job, payload, queue=queue, delay=delay, tries=tries, timeout=timeout, backoff=backoff)
@@ -366,10 +370,14 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
             click.echo(f"skipped {row.id}: cannot be retried, {exc}", err=True)
             continue
         job.attempts = 0
+        # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
+        # would delete the retried job's payload), and a quick second failure must not collide
+        # with the old row's uuid before that row is forgotten below.
+        job.id = str(uuid.uuid4())
         q.push_job(job)
         store.forget([row.id])
         retried += 1
-        click.echo(f"retried {row.id} ({job.id}) on queue {job.queue}")
+        click.echo(f"retried {row.id} ({row.uuid}) as {job.id} on queue {job.queue}")
     for item in missing:
         click.echo(f"queue: no failed job {item}", err=True)
     if not rows and not missing:
