@@ -400,3 +400,21 @@ def test_many_jobs_none_lost_none_duplicated_across_workers(cli, r, redis_url):
         assert w.wait(60) == 0
     done = executed(r)
     assert len(done) == n and len(set(done)) == n
+
+
+def test_await_release_names_laggards_then_passes(cli, r, redis_url):
+    import socket
+
+    host = socket.gethostname()
+    old = cli.spawn("--sleep", "0.2", "--release", "r1", "--name", "mail")
+    wait_for(lambda: len(Queue.from_url(redis_url).workers()) == 1, what="heartbeat")
+    lagging = cli.run("await-release", "r2", "--expect", f"{host}=1", "--timeout", "0.5", check=False)
+    assert lagging.returncode == 1
+    assert f"host={host} pool=mail pid={old.pid} release=r1" in lagging.stderr
+    cli.run("restart", "--release", "r2")
+    assert old.wait(10) == 0
+    cli.spawn("--sleep", "0.2", "--release", "r2", "--name", "mail")  # what supervisor does
+    done = cli.run("await-release", "r2", "--expect", f"{host}=1", "--timeout", "10")
+    assert "all 1 workers" in done.stdout
+    short = cli.run("await-release", "r2", "--expect", f"{host}=2", "--timeout", "0.5", check=False)
+    assert short.returncode == 1 and "1 of 2 expected workers" in short.stderr

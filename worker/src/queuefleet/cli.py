@@ -307,6 +307,52 @@ def monitor(obj: Context, thresholds: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+def release_laggards(workers: list[dict[str, str]], release: str, expect: dict[str, int]) -> list[str]:
+    """Why the fleet is not (yet) all on `release`: one line per problem, empty when done."""
+    problems: list[str] = []
+    for host, count in sorted(expect.items()):
+        on_host = [w for w in workers if w.get("host") == host]
+        behind = [w for w in on_host if w.get("release") != release]
+        for w in sorted(behind, key=lambda w: (w.get("pool", ""), w.get("pid", ""))):
+            problems.append(f"host={host} pool={w.get('pool', '?')} pid={w.get('pid', '?')} release={w.get('release') or '-'} state={w.get('state', '?')}")
+        current = len(on_host) - len(behind)
+        if current != count:
+            problems.append(f"host={host}: {current} of {count} expected workers on release {release}")
+    return problems
+
+
+@main.command("await-release")
+@click.argument("release")
+@click.option("--expect", "expected", multiple=True, required=True, metavar="HOST=COUNT",
+              help="Workers each host must run on RELEASE (repeat per host).")
+@click.option("--timeout", default=300.0, show_default=True, type=float, callback=_positive("--timeout"),
+              help="Give up after this many seconds.")
+@click.pass_obj
+@_redis_errors
+def await_release(obj: Context, release: str, expected: tuple[str, ...], timeout: float) -> None:
+    """Wait until every expected worker reports RELEASE in its heartbeat; exit 1 naming the laggards."""
+    expect: dict[str, int] = {}
+    for item in expected:
+        host, sep, count = item.rpartition("=")
+        if not sep or not host or not count.isdigit():
+            raise click.BadParameter(f"expected HOST=COUNT, got {item!r}", param_hint="--expect")
+        expect[host] = expect.get(host, 0) + int(count)
+    q = obj.queue()
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = release_laggards(q.workers(), release, expect)
+        if not problems:
+            total = sum(expect.values())
+            click.echo(f"all {total} workers on {len(expect)} host{'s' if len(expect) != 1 else ''} run release {release}")
+            return
+        if time.monotonic() >= deadline:
+            click.echo(f"queue: workers not on release {release} after {timeout:g}s:", err=True)
+            for line in problems:
+                click.echo(f"  {line}", err=True)
+            sys.exit(1)
+        time.sleep(0.5)
+
+
 @main.command()
 @click.pass_obj
 def migrate(obj: Context) -> None:
