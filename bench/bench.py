@@ -661,6 +661,10 @@ class Bench:
     def run(self):
         import redis
 
+        self.load_start = os.getloadavg()
+        if self.load_start[0] > 0.5:
+            print(f"warning: load average {self.load_start[0]:.2f} at start: something else is using the CPUs, "
+                  f"rates will be low and noisy", flush=True)
         self.server.start()
         self.r = redis.Redis.from_url(self.redis_url)
         print(f"redis-server {self.server.version()} on {self.redis_url} (temp dir {self.tmp})")
@@ -832,6 +836,8 @@ def write_results(bench: Bench, info, rows, tgts, path: Path, started, duration)
         f"- CPUs (nproc): {info['nproc']} — {info['cpu']}",
         f"- RAM: {info['ram']}",
         f"- OS: {info['os']}, kernel {info['kernel']}",
+        f"- Load average (1/5/15 min) when the bench started: {bench.load_start[0]:.2f} / {bench.load_start[1]:.2f} / "
+        f"{bench.load_start[2]:.2f}",
         f"- Python: {info['python']}",
         f"- redis-server: {info['redis']} (Debian package; `--save '' --appendonly no`, private port, temp dir)",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items()),
