@@ -291,12 +291,12 @@ def test_restart_generations(cli, r, redis_url):
     wait_for(lambda: len(q.workers()) == 2, what="two heartbeats")
     assert sorted(w["release"] for w in q.workers()) == ["r1", "r2"]
     first = cli.run("restart", "--release", "r2")
-    assert "generation 1" in first.stdout
+    assert first.stdout.strip() == "restart signalled for release r2: all workers"
     assert old.wait(10) == 0  # behind: exits for supervisor to restart it on r2
     assert "restart signal" in old.output()
     # Another host signals the same release: no new generation, nobody restarts.
     second = cli.run("restart", "--release", "r2")
-    assert "nothing to do" in second.stdout
+    assert second.stdout.strip() == "release r2 already signalled for all workers: nothing to do"
     assert q.restart_state()["generation"] == "1"
     time.sleep(1)
     assert new.proc.poll() is None  # already on r2: keeps running
@@ -418,3 +418,26 @@ def test_await_release_names_laggards_then_passes(cli, r, redis_url):
     assert "all 1 workers" in done.stdout
     short = cli.run("await-release", "r2", "--expect", f"{host}=2", "--timeout", "0.5", check=False)
     assert short.returncode == 1 and "1 of 2 expected workers" in short.stderr
+
+
+def test_host_scoped_restart_only_restarts_that_hosts_workers(cli, r, redis_url):
+    import socket
+
+    host = socket.gethostname()
+    worker = cli.spawn("--sleep", "0.2", "--release", "r1")
+    worker.wait_log("STARTING")
+    # A rolling deploy switched another host first: our worker keeps running.
+    assert "host other-host" in cli.run("restart", "--release", "r2", "--host", "other-host").stdout
+    time.sleep(1)
+    assert worker.proc.poll() is None
+    # Then it switches this host.
+    cli.run("restart", "--release", "r2", "--host", host, "--host", "other-host")
+    assert worker.wait(10) == 0
+    assert f"restart signal for host {host}" in worker.output()
+    # Booted on r2 after the signal: later signals for r2 are no-ops for it.
+    again = cli.spawn("--sleep", "0.2", "--release", "r2")
+    again.wait_log("STARTING")
+    assert "nothing to do" in cli.run("restart", "--release", "r2", "--host", host).stdout
+    cli.run("restart", "--release", "r2")  # global signal for the release it already runs
+    time.sleep(1)
+    assert again.proc.poll() is None

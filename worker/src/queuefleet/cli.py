@@ -224,15 +224,18 @@ def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int
 
 @main.command()
 @click.option("--release", envvar="QUEUEFLEET_RELEASE", default="", help="Release the workers should run; workers already on it keep running.")
+@click.option("--host", "hosts", multiple=True, help="Only the workers of this host (repeat); default: every worker.")
 @click.pass_obj
 @_redis_errors
-def restart(obj: Context, release: str) -> None:
-    """Ask every worker to exit after its current job so supervisor starts it on new code."""
-    generation, bumped = obj.queue().signal_restart(release)
-    if bumped:
-        click.echo(f"restart signalled: generation {generation}" + (f" for release {release}" if release else ""))
+def restart(obj: Context, release: str, hosts: tuple[str, ...]) -> None:
+    """Ask workers to exit after their current job so supervisor starts them on new code."""
+    signalled, skipped = obj.queue().signal_restart(release, hosts)
+    scope = f"host{'s' if len(hosts) != 1 else ''} {', '.join(hosts)}" if hosts else "all workers"
+    what = f" for release {release}" if release else ""
+    if signalled:
+        click.echo(f"restart signalled{what}: {scope}" + (f" ({skipped} already on it)" if skipped else ""))
     else:
-        click.echo(f"release {release} already signalled (generation {generation}): nothing to do")
+        click.echo(f"release {release} already signalled for {scope}: nothing to do")
 
 
 def _age(stamp: str) -> str:

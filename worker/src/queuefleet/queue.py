@@ -44,10 +44,16 @@ class Reserved:
     raw: bytes
 
 
+@dataclass(frozen=True)
+class RestartSignal:
+    generation: int = 0
+    release: str = ""
+
+
 @dataclass
 class FetchResult:
-    generation: int
-    release: str
+    restart: RestartSignal
+    host_restart: RestartSignal
     next_due_ms: int
     now_ms: int
     stale: list[str]
@@ -174,16 +180,17 @@ class Queue:
         *,
         worker_id: str,
         max_jobs: int,
+        host: str = "",
         lease_ms: int,
         acks: Sequence[tuple[str, str, str]] = (),
         migrate_limit: int = 1000,
     ) -> FetchResult:
         """Ack `acks`, migrate due/expired jobs, and reserve up to `max_jobs`. One round trip."""
-        args: list[Any] = [self.prefix, worker_id, lease_ms, max_jobs, migrate_limit, len(acks)]
+        args: list[Any] = [self.prefix, worker_id, host or worker_id, lease_ms, max_jobs, migrate_limit, len(acks)]
         for entry in acks:
             args.extend(entry)
         args.extend(queues)
-        generation, release, next_due, now, stale, token, flat = SCRIPTS.run(self.redis, "fetch", args)
+        restart, host_restart, next_due, now, stale, token, flat = SCRIPTS.run(self.redis, "fetch", args)
         token_text = _text(token)
         jobs = [
             Reserved(
@@ -197,8 +204,8 @@ class Queue:
             for i in range(0, len(flat), 5)
         ]
         return FetchResult(
-            generation=int(generation),
-            release=_text(release),
+            restart=RestartSignal(int(restart[0]), _text(restart[1])),
+            host_restart=RestartSignal(int(host_restart[0]), _text(host_restart[1])),
             next_due_ms=int(next_due),
             now_ms=int(now),
             stale=[_text(s) for s in stale],
@@ -241,10 +248,21 @@ class Queue:
 
     # -- restarts -------------------------------------------------------------
 
-    def signal_restart(self, release: str = "") -> tuple[int, bool]:
-        """Record a restart generation; returns (generation, whether it was bumped)."""
-        generation, bumped = SCRIPTS.run(self.redis, "restart", [self.prefix, release])
-        return int(generation), bool(bumped)
+    def signal_restart(self, release: str = "", hosts: Sequence[str] = ()) -> tuple[int, int]:
+        """Record a restart for every worker, or for the workers of `hosts` only.
+
+        Returns (signalled, skipped): keys bumped, and keys that already recorded
+        `release` (nothing to do for those).
+        """
+        signalled, skipped = SCRIPTS.run(self.redis, "restart", [self.prefix, release, *hosts])
+        return int(signalled), int(skipped)
+
+    def restart_signals(self, host: str) -> tuple[RestartSignal, RestartSignal]:
+        """The global and the per-host restart signal, as a worker on `host` sees them."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.key("restart"), "generation", "release")
+        pipe.hmget(self.key("restart", "host", host), "generation", "release")
+        return tuple(RestartSignal(int(g or 0), _text(r or b"")) for g, r in pipe.execute())  # type: ignore[return-value]
 
     def restart_state(self) -> dict[str, str]:
         raw = self.redis.hgetall(self.key("restart"))

@@ -29,7 +29,7 @@ from .failed import FailedJobStore
 from .handlers import HandlerNotFound, HandlerRegistry, JobNotAllowed
 from .logs import JobLog
 from .payload import Job, PayloadError
-from .queue import FetchResult, Queue, ReleaseEntry, Reserved, redacted_url
+from .queue import FetchResult, Queue, ReleaseEntry, Reserved, RestartSignal, redacted_url
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -106,7 +106,7 @@ class Worker:
         self._lost: set[str] = set()
         self._acks: list[tuple[str, str, str]] = []
         self._batch: deque[Reserved] = deque()
-        self._generation = 0
+        self._seen = (RestartSignal(), RestartSignal())  # global and per-host, as at boot
         self._remote_restart: tuple[int, str] | None = None
         self._current: Job | None = None
         self._current_entry: Reserved | None = None
@@ -129,8 +129,7 @@ class Worker:
 
     def run(self) -> int:
         self._install_signals()
-        state = self._retry_redis(self.queue.restart_state)
-        self._generation = int(state.get("generation", 0))
+        self._seen = self._retry_redis(lambda: self.queue.restart_signals(self.host))
         self._retry_redis(lambda: self._heartbeat(self.queue.redis))
         keeper = threading.Thread(target=self._keeper, name="queuefleet-keeper", daemon=True)
         keeper.start()
@@ -216,6 +215,7 @@ class Worker:
                 self.opt.queues,
                 worker_id=self.id,
                 max_jobs=self._batch_size(),
+                host=self.host,
                 lease_ms=self.lease_ms,
                 acks=acks,
             )
@@ -230,7 +230,7 @@ class Worker:
         self._note_stale(result.stale)
         for job in result.jobs:
             self._held[job.id] = (job.queue, job.id, job.token)
-        if self._restart_due(result.generation, result.release):
+        if self._restart_due(result.restart, result.host_restart):
             self._give_back(result.jobs)
             return False
         if result.jobs:
@@ -266,14 +266,20 @@ class Worker:
         finally:
             self._blocking = False
 
-    def _restart_due(self, generation: int, release: str) -> bool:
-        if generation <= self._generation:
-            return False
-        if release and release == self.opt.release:
-            self._generation = generation  # this process already runs that release
-            return False
-        self._stop(f"restart signal (generation {generation}, release {release or '-'})")
-        return True
+    def _restart_due(self, *signals: RestartSignal) -> bool:
+        """Exit for a newer restart signal, unless this process already runs its release."""
+        seen = list(self._seen)
+        for i, signal_ in enumerate(signals):
+            if signal_.generation <= seen[i].generation:
+                continue
+            if signal_.release and signal_.release == self.opt.release:
+                seen[i] = signal_  # already on that release: nothing to do
+                continue
+            scope = "all workers" if i == 0 else f"host {self.host}"
+            self._stop(f"restart signal for {scope} (generation {signal_.generation}, release {signal_.release or '-'})")
+            return True
+        self._seen = (seen[0], seen[1])
+        return False
 
     def _give_back(self, jobs: list[Reserved]) -> None:
         """Return reserved but unstarted jobs to the head of their queues, attempt not counted."""

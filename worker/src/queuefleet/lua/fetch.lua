@@ -1,15 +1,17 @@
 -- Ack finished jobs, move due delayed jobs and expired leases back to ready,
 -- then reserve up to max_n jobs from the queues in strict priority order.
--- ARGV: prefix, token_base, lease_ms, max_n, migrate_limit, n_acks,
+-- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks,
 --       (queue, id, token) * n_acks, queue1, queue2, ...
--- Returns {generation, release, next_due_ms, now_ms, stale_ids, token, jobs}
+-- Returns {restart, host_restart, next_due_ms, now_ms, stale_ids, token, jobs}
+-- where restart and host_restart are {generation, release} of the global and
+-- this host's restart signals
 -- where jobs is a flat list of (queue, id, attempts, lost, payload) and an
 -- empty payload means the id had no payload stored (a malformed entry).
-local prefix, token_base = ARGV[1], ARGV[2]
-local lease, max_n, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local n_acks = tonumber(ARGV[6])
-local stale = ack_entries(prefix, 7, n_acks)
-local first_queue = 7 + 3 * n_acks
+local prefix, token_base, host = ARGV[1], ARGV[2], ARGV[3]
+local lease, max_n, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local n_acks = tonumber(ARGV[7])
+local stale = ack_entries(prefix, 8, n_acks)
+local first_queue = 8 + 3 * n_acks
 local now = now_ms()
 
 local payloads, attempts = prefix .. ':payloads', prefix .. ':attempts'
@@ -82,5 +84,9 @@ if taken == 0 then
   end
 end
 
-local restart = redis.call('HMGET', prefix .. ':restart', 'generation', 'release')
-return {restart[1] or '0', restart[2] or '', next_due, now, stale, token, jobs}
+local function restart_of(key)
+  local r = redis.call('HMGET', key, 'generation', 'release')
+  return {r[1] or '0', r[2] or ''}
+end
+return {restart_of(prefix .. ':restart'), restart_of(prefix .. ':restart:host:' .. host),
+        next_due, now, stale, token, jobs}
