@@ -441,3 +441,14 @@ def test_host_scoped_restart_only_restarts_that_hosts_workers(cli, r, redis_url)
     cli.run("restart", "--release", "r2")  # global signal for the release it already runs
     time.sleep(1)
     assert again.proc.poll() is None
+
+
+def test_a_worker_reports_the_release_its_virtualenv_was_installed_as(tmp_path, monkeypatch):
+    import sys
+
+    from queuefleet import cli as cli_module
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert cli_module.installed_release() == ""
+    (tmp_path / "RELEASE").write_text("abc123\n")
+    assert cli_module.installed_release() == "abc123"

@@ -71,6 +71,9 @@ def _redis_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_FROM_ENV_FILE: set[str] = set()
+
+
 def _load_env_file(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
     """KEY=VALUE lines (as the deploy writes them); the process environment wins."""
     if not path:
@@ -91,8 +94,18 @@ def _load_env_file(ctx: click.Context, _param: click.Parameter, path: str | None
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            os.environ[key] = value
+            _FROM_ENV_FILE.add(key)
     return path
+
+
+def installed_release() -> str:
+    """The release id the running virtualenv was installed as (releases/<id>/RELEASE), if any."""
+    try:
+        return (Path(sys.prefix) / "RELEASE").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -179,8 +192,18 @@ def main(ctx: click.Context, redis_url: str, database_url: str, prefix: str) -> 
 def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float, memory: int, sleep: float, backoff: list[float],
          max_jobs: int, max_time: float, stop_when_empty: bool, once: bool, name: str, release: str, lease: float,
          drain_timeout: float, max_lost: int, prefetch: int, log_format: str) -> None:
-    """Run jobs from the queues until stopped (what supervisor runs)."""
+    """Run jobs from the queues until stopped (what supervisor runs).
+
+    The release a worker reports is --release or QUEUEFLEET_RELEASE from the process
+    environment; otherwise the release its virtualenv was installed as, so a worker
+    never reports a release it is not running.
+    """
     from .worker import Worker, WorkerOptions
+
+    source = click.get_current_context().get_parameter_source("release")
+    from_file = source == click.core.ParameterSource.ENVIRONMENT and "QUEUEFLEET_RELEASE" in _FROM_ENV_FILE
+    if source == click.core.ParameterSource.DEFAULT or from_file:
+        release = installed_release() or release
 
     try:
         allowed = parse_allowed(jobs)
