@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 import uuid
 from typing import Any, Callable
 
