@@ -381,6 +381,12 @@ def test_database_outage_when_a_job_fails_keeps_the_job_in_redis(mariadb, mysql_
         row = wait_for(lambda: (rows(mysql_url) or [None])[0], what="the failed row after the outage")
         assert row.uuid == job_id and "failing on purpose: outage" in row.exception
         wait_for(lambda: not r.hexists("queuefleet:payloads", job_id), what="the job to be acked")
+        # The failure was decided before the outage: the handler ran once, not again after it,
+        # and the stored row has the full traceback and one error per attempt.
+        assert len(r.lrange("attempts", 0, -1)) == 1
+        assert "Traceback" in row.exception
+        stored = json.loads(row.payload)
+        assert [e["attempt"] for e in stored["errors"]] == [1] and "failure" not in stored
         assert worker.proc.poll() is None, worker.errors()
         worker.signal(signal.SIGTERM)
         assert worker.wait() == 0

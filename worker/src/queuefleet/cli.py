@@ -443,6 +443,7 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
             click.echo(f"skipped {row.id}: cannot be retried, {exc}", err=True)
             continue
         job.attempts = 0
+        job.failure = None
         # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
         # would delete the retried job's payload), and a quick second failure must not collide
         # with the old row's uuid before that row is forgotten below.

@@ -98,6 +98,9 @@ class Job:
     pushed_at: float = 0.0
     errors: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
+    # Set while the job waits in Redis because storing its final failure failed (database
+    # outage): the worker then stores this error instead of running the job again.
+    failure: str | None = None
     lost: int = 0
 
     @classmethod
@@ -142,6 +145,7 @@ class Job:
             "pushed_at": self.pushed_at,
             "errors": self.errors,
             "attempts": self.attempts,
+            **({"failure": self.failure} if self.failure is not None else {}),
         }
 
     def encode(self) -> str:
@@ -173,6 +177,9 @@ class Job:
             errors = doc.get("errors") or []
             if not isinstance(errors, list):
                 raise ValueError("errors must be a list")
+            failure = doc.get("failure")
+            if failure is not None and not isinstance(failure, str):
+                raise ValueError("failure must be a string")
             return cls(
                 id=str(doc["id"]),
                 job=doc["job"],
@@ -185,6 +192,7 @@ class Job:
                 errors=errors,
                 attempts=attempts,
                 lost=lost,
+                failure=failure,
             )
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload is malformed: {exc}") from None

@@ -325,6 +325,11 @@ class Worker:
         except PayloadError as exc:
             self._fail_malformed(entry, str(exc))
             return
+        if job.failure is not None:
+            # This job already failed for good; only storing it did not work (database
+            # outage). Store it now rather than run the handler again.
+            self._fail(entry, job, job.failure, runtime=0.0)
+            return
         max_tries = job.max_tries if job.max_tries is not None else self.opt.tries
         if job.lost >= self.opt.max_lost and self.opt.max_lost:
             self._fail(entry, job, f"the worker running this job was lost {job.lost} times (killed or crashed); giving up", runtime=0.0)
@@ -400,7 +405,10 @@ class Worker:
         self.failed += 1
         if not job.errors or job.errors[-1].get("attempt") != job.attempts:
             job.errors.append({"attempt": job.attempts, "at": time.time(), "error": _summary(error)})
-        if not self._record(job.id, job.queue, job.encode(), error, entry):
+        job.failure = None
+        payload = job.encode()
+        job.failure = error
+        if not self._record(job.id, job.queue, payload, error, entry, hold_payload=job.encode()):
             return
         self._acks.append((entry.queue, entry.id, entry.token))
         self.log.job("failed", job.id, job.job, job.queue, job.attempts, runtime, error=_summary(error, 200))
@@ -414,13 +422,15 @@ class Worker:
         self._acks.append((entry.queue, entry.id, entry.token))
         self.log.job("failed", entry.id[:64], "-", entry.queue, entry.attempts, 0.0, error=reason)
 
-    def _record(self, uuid: str, queue: str, payload: str, error: str, entry: Reserved) -> bool:
+    def _record(self, uuid: str, queue: str, payload: str, error: str, entry: Reserved, hold_payload: str | None = None) -> bool:
         try:
             self.store.record(uuid=uuid, connection=self.connection_name, queue=queue, payload=payload, exception=error)
             return True
         except Exception as exc:  # noqa: BLE001 - any database failure must keep the job
             self.log.event("error", f"cannot store failed job {uuid} ({exc.__class__.__name__}: {_summary(str(exc), 200)}); job kept in Redis, retried in 10s")
-            hold = ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=10_000, count_attempt=False, payload=payload if payload.startswith("{") else "")
+            if hold_payload is None:
+                hold_payload = payload if payload.startswith("{") else ""
+            hold = ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=10_000, count_attempt=False, payload=hold_payload)
             self._note_stale(self._retry_redis(lambda: self.queue.release([hold])))
             self._held.pop(entry.id, None)
             return False
