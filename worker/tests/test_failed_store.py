@@ -110,6 +110,20 @@ def test_job_failing_all_tries_lands_in_mariadb_and_is_listed(mysql_cli, mysql_u
     dt.datetime.fromisoformat(doc["failed_at"])
 
 
+def test_failed_lists_rows_written_by_other_tools(cli, sqlite_url):
+    """Rows need not come from this worker (a Laravel app, a hand-written insert): an empty
+    exception or a payload that is not a job must not break the listing."""
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(failed_jobs.insert().values(uuid="empty-exc", connection="c", queue="default",
+                                                 payload="{}", exception=""))
+        conn.execute(failed_jobs.insert().values(uuid="not-json", connection="c", queue="default",
+                                                 payload="<xml/>", exception="boom"))
+    engine.dispose()
+    result = cli.run("failed", env=WIDE)
+    assert "empty-exc" in result.stdout and "not-json" in result.stdout and "(malformed)" in result.stdout
+
+
 def test_failed_lists_nothing_clearly(cli):
     assert cli.run("failed").stdout.strip() == "no failed jobs"
     assert json.loads(cli.run("failed", "--json").stdout) == []

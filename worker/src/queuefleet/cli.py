@@ -416,7 +416,7 @@ def failed(obj: Context, as_json: bool, queue: str | None) -> None:
             job_name = json.loads(r.payload).get("job", "?")
         except (ValueError, AttributeError):
             job_name = "(malformed)"
-        table.add_row(str(r.id), r.uuid, r.queue, job_name, r.failed_at.strftime("%Y-%m-%d %H:%M:%S"), r.exception.strip().splitlines()[-1][:120])
+        table.add_row(str(r.id), r.uuid, r.queue, job_name, r.failed_at.strftime("%Y-%m-%d %H:%M:%S"), (r.exception.strip().splitlines() or ["-"])[-1][:120])
     Console().print(table)
 
 
