@@ -81,6 +81,28 @@ def percentile(values, p):
     return s[k]
 
 
+def cpu_busy(seconds):
+    """Percent of all CPUs busy over `seconds` (from /proc/stat), or None."""
+
+    def snap():
+        with open("/proc/stat") as fh:
+            vals = [int(x) for x in fh.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    try:
+        t1, i1 = snap()
+        time.sleep(seconds)
+        t2, i2 = snap()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 100.0 * (1 - (i2 - i1) / (t2 - t1)) if t2 > t1 else None
+
+
+def fmt_pct(v):
+    return "unknown" if v is None else f"{v:.0f} %"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -662,9 +684,10 @@ class Bench:
         import redis
 
         self.load_start = os.getloadavg()
-        if self.load_start[0] > 0.5:
-            print(f"warning: load average {self.load_start[0]:.2f} at start: something else is using the CPUs, "
-                  f"rates will be low and noisy", flush=True)
+        self.busy_start = cpu_busy(1.0)
+        if self.busy_start is not None and self.busy_start > 15:
+            print(f"warning: the CPUs were {self.busy_start:.0f} % busy in the second before the bench: "
+                  f"something else is running, rates will be low and noisy", flush=True)
         self.server.start()
         self.r = redis.Redis.from_url(self.redis_url)
         print(f"redis-server {self.server.version()} on {self.redis_url} (temp dir {self.tmp})")
@@ -836,8 +859,8 @@ def write_results(bench: Bench, info, rows, tgts, path: Path, started, duration)
         f"- CPUs (nproc): {info['nproc']} — {info['cpu']}",
         f"- RAM: {info['ram']}",
         f"- OS: {info['os']}, kernel {info['kernel']}",
-        f"- Load average (1/5/15 min) when the bench started: {bench.load_start[0]:.2f} / {bench.load_start[1]:.2f} / "
-        f"{bench.load_start[2]:.2f}",
+        f"- Other load when the bench started: CPUs {fmt_pct(bench.busy_start)} busy over one second; load average "
+        f"{bench.load_start[0]:.2f} / {bench.load_start[1]:.2f} / {bench.load_start[2]:.2f}",
         f"- Python: {info['python']}",
         f"- redis-server: {info['redis']} (Debian package; `--save '' --appendonly no`, private port, temp dir)",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items()),
