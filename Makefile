@@ -47,8 +47,11 @@ test-worker: setup
 	  echo "test-worker: skipped, worker/ (pyproject.toml + tests/) does not exist yet"; \
 	fi
 
+# Refusals: deploy.yml's one-environment guard, and each role stopping on bad
+# inventory (argument specs, asserts) before anything changes.
 test-guard: setup
 	bash tests/deploy_guard.sh
+	bash tests/role_validation.sh
 
 test-molecule: setup engine
 	@for s in $(MOLECULE_SCENARIOS); do bash scripts/molecule-test.sh "$$s"; done

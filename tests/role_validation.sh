@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Bad inventory must make each role stop before anything changes. Runs the
+# role in --check mode against localhost; each case must fail with a message
+# naming the problem, and the failure must come from argument validation or
+# one of the role's own assert tasks.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
+passed=0 failed=0
+
+refuses() {  # refuses <role> "<pattern>" '<json extra vars>'
+  local role="$1" pattern="$2" vars="$3" out rc ok=true
+  out="$(ansible-playbook -i localhost, --check tests/validate-role.yml \
+         -e role_under_test="$role" -e "$vars" 2>&1)"; rc=$?
+  [ "$rc" -ne 0 ] || ok=false
+  grep -q -- "$pattern" <<<"$out" || ok=false
+  # Nothing may have reported a change (or a would-be change) before the refusal.
+  grep -q '^changed:' <<<"$out" && ok=false
+  if $ok; then
+    passed=$((passed + 1)); echo "PASSED  $role refuses $vars"
+  else
+    failed=$((failed + 1)); echo "FAILED  $role should refuse $vars (rc=$rc)"; echo "$out" | tail -n 25
+  fi
+}
+
+refuses redis "redis_requirepass is empty" '{"redis_bind": ["0.0.0.0"]}'
+refuses redis "redis_requirepass is empty" '{"redis_bind": ["127.0.0.1", "10.0.0.5"], "redis_requirepass": ""}'
+refuses redis "redis_maxmemory_policy" '{"redis_maxmemory_policy": "drop-everything"}'
+refuses redis "redis_appendonly" '{"redis_appendonly": "sometimes"}'
+refuses mysql "needs a non-empty password" '{"mysql_users": [{"name": "app", "password": "", "priv": "app.*:ALL"}]}'
+refuses mysql "password" '{"mysql_users": [{"name": "app", "priv": "app.*:ALL"}]}'
+refuses mysql "mysql_max_connections" '{"mysql_max_connections": "lots"}'
+refuses supervisor "without credentials" '{"supervisor_inet_http_server_enabled": true}'
+refuses supervisor "supervisor_socket_mode" '{"supervisor_socket_mode": "0777"}'
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
