@@ -14,15 +14,15 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-worker test-molecule test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-worker test-molecule test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
 	@echo "make demo-down   remove the demo container"
-	@echo "make test        setup + lint + worker tests + deploy guard tests + molecule scenario(s)"
+	@echo "make test        setup + lint + worker tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
-	@echo "make test-worker / test-guard / test-molecule   single test stages"
+	@echo "make test-worker / test-guard / test-roles / test-molecule   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -47,16 +47,20 @@ test-worker: setup
 	  echo "test-worker: skipped, worker/ (pyproject.toml + tests/) does not exist yet"; \
 	fi
 
-# Refusals: deploy.yml's one-environment guard, and each role stopping on bad
-# inventory (argument specs, asserts) before anything changes.
+# deploy.yml's one-environment guard.
 test-guard: setup
 	bash tests/deploy_guard.sh
+
+# Role conventions (defaults vs argument specs, headers) and each role
+# stopping on bad inventory before anything changes.
+test-roles: setup
+	.venv/bin/python -m pytest tests/test_role_conventions.py -q
 	bash tests/role_validation.sh
 
 test-molecule: setup engine
 	@for s in $(MOLECULE_SCENARIOS); do bash scripts/molecule-test.sh "$$s"; done
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-guard test-molecule
-	@echo "make test: lint, test-worker, test-guard and test-molecule all passed"
-	@echo "stages: 4 passed, 0 failed"
+test: setup lint test-worker test-guard test-roles test-molecule
+	@echo "make test: lint, test-worker, test-guard, test-roles and test-molecule all passed"
+	@echo "stages: 5 passed, 0 failed"
