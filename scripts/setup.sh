@@ -34,16 +34,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- controller venv ---------------------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   log "creating $VENV"
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
+  rm -f "$STATE"/pip-*.stamp "$STATE"/collections-*.stamp  # a new venv has nothing installed
 fi
 
 hash_inputs=(requirements-controller.txt)
 if [ -f worker/pyproject.toml ]; then hash_inputs+=(worker/pyproject.toml); fi
 stamp="$(cat "${hash_inputs[@]}" | sha256sum | cut -c1-16)"
 stamp_file="$STATE/pip-$stamp.stamp"
-if [ ! -f "$stamp_file" ]; then
+if [ ! -f "$stamp_file" ] || [ ! -x "$VENV/bin/molecule" ]; then
   log "pip install -r requirements-controller.txt (log: $STATE/pip.log)"
   {
     "$VENV/bin/python" -m pip install -q --upgrade pip
