@@ -452,3 +452,18 @@ def test_a_worker_reports_the_release_its_virtualenv_was_installed_as(tmp_path, 
     assert cli_module.installed_release() == ""
     (tmp_path / "RELEASE").write_text("abc123\n")
     assert cli_module.installed_release() == "abc123"
+
+
+def test_jobs_done_before_a_long_one_are_acked_while_it_runs(cli, r, redis_url):
+    q = Queue.from_url(redis_url)
+    q.push_many([("qf_testjobs:record", {"tag": f"warm{i}"}) for i in range(60)])
+    q.push("qf_testjobs:slow", {"tag": "long", "seconds": 4})
+    q.push_many([("qf_testjobs:record", {"tag": f"after{i}"}) for i in range(5)])
+    worker = cli.spawn("--sleep", "0.2")
+    wait_for(lambda: r.llen("started") == 1, what="long job start")
+    # Everything that ran before the long job is acked (its payload deleted)
+    # within a keeper tick, not only when the batch ends.
+    wait_for(lambda: r.hlen("queuefleet:payloads") == 6, timeout=3, what="earlier jobs acked")
+    assert r.llen("executed") == 60
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0

@@ -75,6 +75,23 @@ def _redis_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 _FROM_ENV_FILE: set[str] = set()
 
 
+def _db_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a database failure in the middle of a command into one clear line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return func(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            ctx = click.get_current_context().find_object(Context)
+            where = redacted_url(ctx.database_url) if ctx else "the database"
+            _die(f"database error at {where}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+
+    return wrapper
+
+
 def _load_env_file(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
     """KEY=VALUE lines (as the deploy writes them); the process environment wins."""
     if not path:
@@ -396,6 +413,7 @@ def migrate(obj: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--queue", default=None, help="Only this queue.")
 @click.pass_obj
+@_db_errors
 def failed(obj: Context, as_json: bool, queue: str | None) -> None:
     """List failed jobs."""
     rows = obj.store().all(queue=queue)
@@ -425,6 +443,7 @@ def failed(obj: Context, as_json: bool, queue: str | None) -> None:
 @click.option("--queue", default=None, help="With `all`: only failed jobs of this queue.")
 @click.pass_obj
 @_redis_errors
+@_db_errors
 def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
     """Push failed jobs back onto their queues (IDs or uuids, or `all`)."""
     store = obj.store()
@@ -463,6 +482,7 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
 @main.command()
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_obj
+@_db_errors
 def forget(obj: Context, ids: tuple[str, ...]) -> None:
     """Delete failed jobs by id or uuid."""
     store = obj.store()
@@ -479,6 +499,7 @@ def forget(obj: Context, ids: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--hours", type=float, default=None, callback=_positive("--hours", True), help="Only failed jobs older than this many hours.")
 @click.pass_obj
+@_db_errors
 def flush(obj: Context, hours: float | None) -> None:
     """Delete all failed jobs (or those older than --hours)."""
     count = obj.store().flush(hours)

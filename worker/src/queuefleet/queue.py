@@ -212,14 +212,14 @@ class Queue:
             jobs=jobs,
         )
 
-    def ack(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    def ack(self, entries: Sequence[tuple[str, str, str]], client: redis.Redis | None = None) -> list[str]:
         """Delete finished jobs whose lease we still hold; returns the ids we no longer held."""
         if not entries:
             return []
         args: list[Any] = [self.prefix, len(entries)]
         for entry in entries:
             args.extend(entry)
-        return [_text(s) for s in SCRIPTS.run(self.redis, "ack", args)]
+        return [_text(s) for s in SCRIPTS.run(client or self.redis, "ack", args)]
 
     def release(self, entries: Sequence["ReleaseEntry"]) -> list[str]:
         """Put reserved jobs back (see release.lua); returns the ids we no longer held."""

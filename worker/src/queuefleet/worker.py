@@ -105,6 +105,7 @@ class Worker:
         self._held: dict[str, tuple[str, str, str]] = {}
         self._lost: set[str] = set()
         self._acks: list[tuple[str, str, str]] = []
+        self._ack_lock = threading.Lock()  # the keeper flushes acks while a long job runs
         self._batch: deque[Reserved] = deque()
         self._seen = (RestartSignal(), RestartSignal())  # global and per-host, as at boot
         self._remote_restart: tuple[int, str] | None = None
@@ -208,8 +209,7 @@ class Worker:
 
     def _refill(self) -> bool:
         """Ack what is done and reserve the next batch; wait when there is nothing."""
-        acks = self._acks
-        self._acks = []
+        acks = self._take_acks()
         try:
             result = self.queue.fetch(
                 self.opt.queues,
@@ -220,7 +220,7 @@ class Worker:
                 acks=acks,
             )
         except REDIS_ERRORS as exc:
-            self._acks = acks + self._acks
+            self._return_acks(acks)
             self._redis_lost(exc)
             return False
         self._redis_back()
@@ -290,15 +290,27 @@ class Worker:
         for j in jobs:
             self._held.pop(j.id, None)
 
-    def _flush_acks(self) -> None:
-        if not self._acks:
+    def _take_acks(self) -> list[tuple[str, str, str]]:
+        with self._ack_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _return_acks(self, acks: list[tuple[str, str, str]]) -> None:
+        with self._ack_lock:
+            self._acks[:0] = acks
+
+    def _ack(self, entry: Reserved) -> None:
+        with self._ack_lock:
+            self._acks.append((entry.queue, entry.id, entry.token))
+
+    def _flush_acks(self, client: redis.Redis | None = None) -> None:
+        acks = self._take_acks()
+        if not acks:
             return
-        acks = self._acks
-        self._acks = []
         try:
-            stale = self.queue.ack(acks)
+            stale = self.queue.ack(acks) if client is None else self.queue.ack(acks, client)
         except REDIS_ERRORS:
-            self._acks = acks + self._acks
+            self._return_acks(acks)
             raise
         self._last_ack_flush = time.monotonic()
         for entry in acks:
@@ -339,8 +351,13 @@ class Worker:
             return
         try:
             handler = self.handlers.resolve(job.job)
-        except (JobNotAllowed, HandlerNotFound) as exc:
-            self._fail(entry, job, str(exc), runtime=0.0)
+        except JobNotAllowed as exc:
+            self._fail(entry, job, str(exc), runtime=0.0)  # permanent: never spend retries on it
+            return
+        except HandlerNotFound as exc:
+            # Retried like any failure: during a rolling deploy a producer on new code
+            # may push a job this worker's older code does not have yet.
+            self._failed_attempt(entry, job, f"HandlerNotFound: {exc}", 0.0, max_tries)
             return
 
         timeout = float(job.timeout or self.opt.timeout)
@@ -381,7 +398,7 @@ class Worker:
                 return
             if error is None:
                 self.processed += 1
-                self._acks.append((entry.queue, entry.id, entry.token))
+                self._ack(entry)
                 self.log.job("done", job.id, job.job, job.queue, job.attempts, runtime)
             else:
                 self._failed_attempt(entry, job, error, runtime, max_tries)
@@ -410,7 +427,7 @@ class Worker:
         job.failure = error
         if not self._record(job.id, job.queue, payload, error, entry, hold_payload=job.encode()):
             return
-        self._acks.append((entry.queue, entry.id, entry.token))
+        self._ack(entry)
         self.log.job("failed", job.id, job.job, job.queue, job.attempts, runtime, error=_summary(error, 200))
 
     def _fail_malformed(self, entry: Reserved, reason: str) -> None:
@@ -419,7 +436,7 @@ class Worker:
         uuid = entry.id if len(entry.id) <= 36 else entry.id[:36]
         if not self._record(uuid, entry.queue, raw or entry.id, f"PayloadError: {reason}", entry):
             return
-        self._acks.append((entry.queue, entry.id, entry.token))
+        self._ack(entry)
         self.log.job("failed", entry.id[:64], "-", entry.queue, entry.attempts, 0.0, error=reason)
 
     def _record(self, uuid: str, queue: str, payload: str, error: str, entry: Reserved, hold_payload: str | None = None) -> bool:
@@ -527,6 +544,9 @@ class Worker:
                     self._lost.add(job_id)
                     self._held.pop(job_id, None)
                 self._heartbeat(client)
+                if self._acks and self._current is not None and time.monotonic() - self._current_started > 0.25:
+                    # Jobs finished earlier in this batch: don't let them wait behind a long one.
+                    self._flush_acks(client)
             except REDIS_ERRORS:
                 pass  # the main loop reports outages; leases are re-extended on the next tick
             except Exception as exc:  # noqa: BLE001 - the keeper must not die silently
