@@ -178,7 +178,10 @@ class RedisServer:
 class Worker:
     """A worker subprocess in its own session, output to a log file in the temp dir."""
 
+    running: list["Worker"] = []  # every worker started, killed at exit whatever happens
+
     def __init__(self, argv, env, log: Path):
+        Worker.running.append(self)
         self.argv = argv
         self.log = log
         self.fh = open(log, "ab")
@@ -614,18 +617,22 @@ class Bench:
         log = self.tmp / f"{system.key}-consume.log"
         w = Worker(system.consume_argv(), self.env({**system.worker_env(), "BENCH_N": str(n)}), log)
         workers.append(w)
-        # generous: 30 s start-up plus 20 jobs/s
-        deadline = time.monotonic() + 30 + n / 20.0
+        # fail when the first job has not run 60 s after start, or the counter stalls for 20 s
         count = 0
+        last, last_change, started = 0, time.monotonic(), False
         while True:
             count = int(self.r.get(COUNT_KEY) or 0)
             if count >= n:
                 break
+            now = time.monotonic()
+            if count != last:
+                last, last_change, started = count, now, True
             if not w.alive():
                 raise BenchError(f"worker exited ({w.proc.returncode}) with the counter at {count:,} of {n:,}; "
                                  f"log {log}:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"timeout: counter at {count:,} of {n:,}; log {log}:\n{tail(log)}")
+            if now - last_change > (20 if started else 60):
+                raise BenchError(f"timeout: the counter is stuck at {count:,} of {n:,} (no progress for "
+                                 f"{now - last_change:.0f} s); log {log}:\n{tail(log)}")
             time.sleep(0.01)
         if system.burst:
             rc = w.wait(30)
@@ -700,13 +707,25 @@ class Bench:
         self.results = [self.run_system(c) for c in selected]
 
     def cleanup(self):
+        """Idempotent: kill any worker still running, stop redis-server, remove the temp dir."""
+        for w in Worker.running:
+            try:
+                if w.alive():
+                    w.kill()
+                else:
+                    w.kill_group()
+            except Exception:
+                pass
+        Worker.running.clear()
         try:
             if self.r is not None:
                 self.r.close()
-        finally:
-            self.server.stop()
-            if not self.args.keep_tmp:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.r = None
+        except Exception:
+            pass
+        self.server.stop()
+        if not self.args.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -977,21 +996,23 @@ def main():
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     bench = Bench(args)
-    crashed = False
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     try:
         bench.run()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        bench.cleanup()
-        return 130
-    except Exception:
-        traceback.print_exc()
-        crashed = True
-    if crashed:
-        bench.cleanup()
-        return 1
-    try:
         info = machine_info(bench.server)
+    except KeyboardInterrupt:
+        bench.cleanup()
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BaseException:
+        bench.cleanup()
+        traceback.print_exc()
+        return 1
     finally:
         bench.cleanup()
     duration = time.monotonic() - t0
