@@ -776,7 +776,16 @@ def machine_info(server: RedisServer):
         except md.PackageNotFoundError:
             pkgs[name] = "not installed"
     info["packages"] = pkgs
+    info["worker_tree"] = worker_tree()
     return info
+
+
+def worker_tree():
+    """Which worker/ sources were built into the bench venv (written by bench/run)."""
+    try:
+        return (VENV_BIN.parent / ".bench-worker-source").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 COLUMNS = ["system", "N", "push/s (1 per call)", "push/s (batched)", "consume jobs/s",
@@ -883,6 +892,7 @@ def write_results(bench: Bench, info, rows, tgts, path: Path, started, duration)
         f"- Python: {info['python']}",
         f"- redis-server: {info['redis']} (Debian package; `--save '' --appendonly no`, private port, temp dir)",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items()),
+        f"- queuefleet built from worker/ at {info['worker_tree']}",
         "",
         "## Results",
         "",
