@@ -152,6 +152,25 @@ def test_supervisor_update_mechanism_leaves_unchanged_programs_alone(host):
     assert host.check_output("supervisorctl pid heartbeat") == before
 
 
+def test_supervisor_update_restarts_only_the_changed_program(host):
+    """What the "supervisor update" handler runs: only the edited program restarts."""
+    conf = "/etc/supervisor/conf.d/ticker.conf"
+    heartbeat = host.check_output("supervisorctl pid heartbeat")
+    ticker = host.check_output("supervisorctl pid ticker")
+    original = host.file(conf).content_string
+    try:
+        host.check_output(f"sed -i 's/TICK=\"1\"/TICK=\"2\"/' {conf}")
+        host.check_output("supervisorctl reread && supervisorctl update")
+        assert host.check_output("supervisorctl pid ticker") != ticker
+        assert host.check_output("supervisorctl pid heartbeat") == heartbeat
+    finally:
+        host.check_output(f"printf %s {shlex.quote(original)} > {conf}")
+        host.check_output("supervisorctl reread && supervisorctl update")
+    status = host.run("for i in $(seq 20); do supervisorctl status ticker | grep -q RUNNING && break; sleep 0.5; done;"
+                      " supervisorctl status ticker")
+    assert "RUNNING" in status.stdout
+
+
 def probe_http(host, auth=None):
     script = (
         "import urllib.request, base64, sys\n"
