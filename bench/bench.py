@@ -922,6 +922,8 @@ def write_results(bench: Bench, info, rows, tgts, path: Path, started, duration)
         "",
         "## Method",
         "",
+        "- **N** is per row (the same N for a row's push and consume); slower peers get fewer jobs so that",
+        "  the whole run stays at a couple of minutes.",
         "- **Push**: from the bench process, N jobs one call per job; batched where the system has a",
         "  batch API (1,000 jobs per call), else n/a. The batched jobs are discarded (FLUSHDB); the",
         "  one-per-call jobs are the ones then consumed.",
