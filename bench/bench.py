@@ -237,6 +237,7 @@ class System:
     key = "?"
     label = "?"
     n_default = 5000
+    n_min = 100  # floor for --scale / --quick
     batch_api = None  # description of the batch API used, or None for n/a
     burst = False  # worker exits by itself once the queue is empty
     # the pause before each latency sample is uniform in [gap, gap + jitter] so that samples
@@ -378,6 +379,9 @@ class Arq(System):
     key = "arq"
     label = "arq (defaults)"
     n_default = 1_000
+    # arq reads up to 100 jobs per poll at its defaults: with fewer jobs than a few polls' worth
+    # the poll delay barely shows and the rate is meaningless
+    n_min = 500
     burst = True
     settings = "arq_jobs.WorkerSettings"
     latency_jitter = 0.5  # one poll_delay
@@ -566,7 +570,10 @@ class Bench:
 
     def run_system(self, cls) -> Result:
         system = cls(self)
-        n = max(10, int(self.args.n.get(system.key, system.n_default) * self.args.scale))
+        if system.key in self.args.n:
+            n = max(10, self.args.n[system.key])
+        else:
+            n = max(system.n_min, int(system.n_default * self.args.scale))
         res = Result(system, n)
         print(f"\n== {system.label}: N={n:,}", flush=True)
         workers = []
