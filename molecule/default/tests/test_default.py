@@ -96,7 +96,7 @@ def test_no_test_database(host):
 
 def app_sql(host, query, database=""):
     password = secret("mysql_queuefleet")
-    return host.run(f"MYSQL_PWD={password} mysql -uqueuefleet -NB {database} -e \"{query}\"")
+    return host.run(f"MYSQL_PWD={password} mysql -h 127.0.0.1 -uqueuefleet -NB {database} -e \"{query}\"")
 
 
 def test_app_user_reaches_its_database(host):
