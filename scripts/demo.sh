@@ -44,6 +44,9 @@ up() {
   echo "deploy.yml finished in ${took}s: ${recap}"
   echo
   cat "$ROOT/.state/reports/$NAME.txt"
+  log "pushing sample jobs (20 fast, 1 high priority, 2 slow, 1 failing) and waiting for the workers"
+  docker exec -i "$NAME" /opt/queuefleet/current/bin/python - <"$ROOT/scripts/demo_jobs.py" 2>/dev/null \
+    || { log "sample jobs FAILED"; docker exec -i "$NAME" /opt/queuefleet/current/bin/python - <"$ROOT/scripts/demo_jobs.py"; exit 1; }
   echo
   echo "Explore: docker exec -it $NAME bash   |   Re-run: make demo (idempotent)   |   Remove: make demo-down"
 }
