@@ -44,63 +44,67 @@ def importable(job: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
-    parser.add_argument("--job", required=True)
     parser.add_argument("--timeout", type=float, default=30)
-    parser.add_argument("queues", nargs="+")
+    parser.add_argument("canaries", nargs="+", metavar="POOL|QUEUE|JOB")
     args = parser.parse_args()
 
     env_file = os.path.join(args.root, "shared", "queuefleet.env")
     queue_cmd = [os.path.join(args.root, "current", "bin", "queue"), "--env-file", env_file]
     env = {**read_env(env_file), **os.environ}
     allowed = [p.strip() for p in env.get("QUEUEFLEET_JOBS", "").split(",") if p.strip()]
-    module = args.job.partition(":")[0]
     results = []
-
-    problem = importable(args.job)
-    if not problem and module != "queuefleet.canary" and not any(module == p or module.startswith(p + ".") for p in allowed):
-        problem = f"{module} is not in QUEUEFLEET_JOBS ({', '.join(allowed)})"
-    if problem:
-        print(json.dumps({"results": [{"queue": q, "job": args.job, "result": "skipped", "error": problem} for q in args.queues]}))
-        return
+    todo = []
+    for item in args.canaries:
+        pool, queue, job = item.split("|", 2)
+        module = job.partition(":")[0]
+        problem = importable(job)
+        if not problem and module != "queuefleet.canary" and not any(module == p or module.startswith(p + ".") for p in allowed):
+            problem = f"{module} is not in QUEUEFLEET_JOBS ({', '.join(allowed)})"
+        base = {"pool": pool, "queue": queue, "job": job}
+        if problem and module == "queuefleet.canary":  # the built-in default, missing from an older release
+            results.append({**base, "result": "skipped", "error": problem})
+        elif problem:  # the job a pool is tested with cannot run in this release: that pool is broken
+            results.append({**base, "result": "failed", "error": f"cannot run in this release: {problem}"})
+        else:
+            todo.append(base)
 
     import redis  # a dependency of queuefleet, present in every release
 
     client = redis.Redis.from_url(env.get("QUEUEFLEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
     payloads = f"{env.get('QUEUEFLEET_PREFIX', 'queuefleet')}:payloads"
     pending = {}
-    for queue in args.queues:
-        data = json.dumps({"canary": True, "queue": queue, "at": time.time()})
-        out = subprocess.run(queue_cmd + ["push", args.job, "--queue", queue, "--tries", "1", "--data", data],
+    for base in todo:
+        data = json.dumps({"canary": True, "pool": base["pool"], "at": time.time()})
+        out = subprocess.run(queue_cmd + ["push", base["job"], "--queue", base["queue"], "--tries", "1", "--data", data],
                              capture_output=True, text=True)
         if out.returncode != 0:
-            results.append({"queue": queue, "job": args.job, "result": "failed", "error": (out.stderr or out.stdout).strip()})
+            results.append({**base, "result": "failed", "error": (out.stderr or out.stdout).strip()})
         else:
-            pending[out.stdout.strip()] = (queue, time.monotonic())
+            pending[out.stdout.strip()] = (base, time.monotonic())
     deadline = time.monotonic() + args.timeout
     while pending and time.monotonic() < deadline:
         for job_id in [j for j in pending if not client.hexists(payloads, j)]:
-            queue, started = pending.pop(job_id)
-            results.append({"queue": queue, "job": args.job, "id": job_id, "result": "done",
-                            "seconds": round(time.monotonic() - started, 2)})
-        time.sleep(0.2)
-    for job_id, (queue, _) in pending.items():
-        results.append({"queue": queue, "job": args.job, "id": job_id, "result": "timeout", "seconds": args.timeout,
+            base, started = pending.pop(job_id)
+            results.append({**base, "id": job_id, "result": "done", "seconds": round(time.monotonic() - started, 2)})
+        if pending:
+            time.sleep(0.2)
+    for job_id, (base, _) in pending.items():
+        results.append({**base, "id": job_id, "result": "timeout", "seconds": args.timeout,
                         "error": f"not processed within {args.timeout:g}s"})
     # A processed canary that ended in failed_jobs did not succeed: say why, and remove the row.
     done = [r for r in results if r["result"] == "done"]
-    if done:
-        by_uuid = {}
-        for queue in sorted({r["queue"] for r in done}):
-            out = subprocess.run(queue_cmd + ["failed", "--json", "--queue", queue], capture_output=True, text=True)
-            rows = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
-            by_uuid.update({row.get("uuid"): row for row in rows})
-        for result in done:
-            row = by_uuid.get(result["id"])
-            if row:
-                lines = [line for line in (row.get("exception") or "").splitlines() if line.strip()]
-                result.update(result="failed", error=lines[-1] if lines else "failed")
-                subprocess.run(queue_cmd + ["forget", str(row.get("id"))], capture_output=True, text=True)
-    print(json.dumps({"results": sorted(results, key=lambda r: r["queue"])}))
+    by_uuid = {}
+    for queue in sorted({r["queue"] for r in done}):
+        out = subprocess.run(queue_cmd + ["failed", "--json", "--queue", queue], capture_output=True, text=True)
+        rows = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
+        by_uuid.update({row.get("uuid"): row for row in rows})
+    for result in done:
+        row = by_uuid.get(result["id"])
+        if row:
+            lines = [line for line in (row.get("exception") or "").splitlines() if line.strip()]
+            result.update(result="failed", error=lines[-1] if lines else "failed")
+            subprocess.run(queue_cmd + ["forget", str(row.get("id"))], capture_output=True, text=True)
+    print(json.dumps({"results": sorted(results, key=lambda r: r["pool"])}))
 
 
 if __name__ == "__main__":
