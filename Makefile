@@ -14,7 +14,7 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-worker test-molecule test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-molecule test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
@@ -22,7 +22,7 @@ help:
 	@echo "make test        setup + lint + worker tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
-	@echo "make test-worker / test-guard / test-roles / test-molecule   single test stages"
+	@echo "make test-worker / test-guard / test-roles / test-preflight / test-molecule   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -57,10 +57,16 @@ test-roles: setup
 	.venv/bin/python -m pytest tests/test_role_conventions.py -q
 	bash tests/role_validation.sh
 
+# Bad inventories: each stops the preflight with its own message, before anything
+# changes (tests/preflight_cases.sh; add --demo to run them through deploy.yml
+# against the demo container and compare checksums of the managed files).
+test-preflight: setup
+	bash tests/preflight_cases.sh
+
 test-molecule: setup engine
 	@for s in $(MOLECULE_SCENARIOS); do bash scripts/molecule-test.sh "$$s"; done
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-guard test-roles test-molecule
-	@echo "make test: lint, test-worker, test-guard, test-roles and test-molecule all passed"
-	@echo "stages: 5 passed, 0 failed"
+test: setup lint test-worker test-guard test-roles test-preflight test-molecule
+	@echo "make test: lint, test-worker, test-guard, test-roles, test-preflight and test-molecule all passed"
+	@echo "stages: 6 passed, 0 failed"
