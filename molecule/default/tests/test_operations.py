@@ -1,0 +1,199 @@
+"""Config snapshots, restore, post-deploy checks and auto rollback (issue 5), in order.
+
+Runs deploy.yml / restore-config.yml / check.yml against the converged host with
+its own ansible-playbook invocations (the scenario's inventory gets an
+environment group through -e, which deploy.yml's guard needs), and only reads
+the host otherwise:
+
+1. the checks pass on the converged host;
+2. a deploy that changes nothing reports changed=0 and makes no snapshot;
+3. a deploy that changes a pool makes exactly one snapshot, holding the previous bytes;
+4. restoring it brings back those bytes and the pool's processes;
+5. retention keeps the newest config_backup_keep snapshots;
+6. a pool whose canary job cannot run fails the deploy with that pool named;
+7. with queue_worker_auto_rollback a failed check puts the fleet back on the previous release;
+and the converged state is restored at the end (the check-mode run that follows
+must see nothing to change).
+
+Also runs against the demo container:
+  MOLECULE_INVENTORY_FILE=$PWD/inventories/demo/hosts.yml QF_TEST_LIMIT=demo \
+    .venv/bin/python -m pytest molecule/default/tests/test_operations.py --hosts=docker://queuefleet-demo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+LIMIT = os.environ.get("QF_TEST_LIMIT", "molecule")
+SCENARIO = Path(__file__).resolve().parents[1]
+BACKUPS = "/var/backups/queuefleet"
+QUEUE = "/opt/queuefleet/current/bin/queue --env-file /opt/queuefleet/shared/queuefleet.env"
+
+pytestmark = pytest.mark.skipif(not INVENTORY, reason="runs inside molecule verify")
+
+
+def base_pools() -> list[dict]:
+    if INVENTORY.endswith("inventories/demo/hosts.yml"):
+        return yaml.safe_load((PROJECT / "inventories/demo/group_vars/workers.yml").read_text())["queue_worker_pools"]
+    config = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
+    return config["provisioner"]["inventory"]["group_vars"]["molecule"]["queue_worker_pools"]
+
+
+BASE_POOLS = base_pools()
+BASE = {"queuefleet_environments": [LIMIT], "queue_worker_pools": BASE_POOLS}
+
+
+def play(playbook: str, expect_rc: int | None = 0, **extra) -> str:
+    """Run a playbook against the host with extra vars; returns stdout."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({**BASE, **extra}, f)
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
+    result = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", LIMIT, "-e", f"@{f.name}"],
+                            capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900)
+    os.unlink(f.name)
+    if expect_rc is not None:
+        assert result.returncode == expect_rc, f"{playbook}: rc={result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def changed(out: str) -> int:
+    return sum(int(n) for n in re.findall(r"changed=(\d+)", out.split("PLAY RECAP")[-1]))
+
+
+def snapshots(host) -> list[str]:
+    out = host.run(f"ls {BACKUPS} 2>/dev/null").stdout.split()
+    return sorted(n for n in out if n.endswith(".tar.gz"))
+
+
+def sha(host, path: str) -> str:
+    return host.check_output(f"sha256sum {path}").split()[0]
+
+
+def running(host, pool: str) -> int:
+    out = host.run("supervisorctl status").stdout
+    return sum(1 for line in out.splitlines() if line.startswith(f"queuefleet-{pool}:") and " RUNNING " in line)
+
+
+def current_release(host) -> str:
+    return host.check_output("readlink /opt/queuefleet/current").rsplit("/", 1)[-1]
+
+
+def with_numprocs(pool: str, numprocs: int) -> list[dict]:
+    return [{**p, "numprocs": numprocs} if p["name"] == pool else p for p in BASE_POOLS]
+
+
+SLOW = BASE_POOLS[-1]["name"]
+SLOW_CONF = f"/etc/supervisor/conf.d/queuefleet-{SLOW}.conf"
+STATE: dict = {}
+
+
+def test_1_checks_pass_on_the_converged_host(host):
+    out = play("playbooks/check.yml")
+    assert "post-deploy checks passed" in out
+    assert re.search(r"all \d+ workers on 1 host run release", out), out[-3000:]
+
+
+def test_2_noop_deploy_changes_nothing_and_makes_no_snapshot(host):
+    play("deploy.yml")  # the first deploy.yml of the scenario may create the snapshot directory
+    before = snapshots(host)
+    out = play("deploy.yml")
+    assert changed(out) == 0, out[-4000:]
+    assert snapshots(host) == before
+    assert host.run(f"test -e {BACKUPS}/.staging").rc != 0, "the staged snapshot of a no-op run must be deleted"
+    STATE["snapshots"] = before
+    STATE["slow_conf"] = sha(host, SLOW_CONF)
+    STATE["env"] = sha(host, "/opt/queuefleet/shared/queuefleet.env")
+
+
+def test_3_changing_a_pool_makes_one_snapshot_with_the_previous_bytes(host):
+    out = play("deploy.yml", queue_worker_pools=with_numprocs(SLOW, BASE_POOLS[-1]["numprocs"] + 1))
+    new = sorted(set(snapshots(host)) - set(STATE["snapshots"]))
+    assert len(new) == 1, (new, out[-3000:])
+    assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"] + 1
+    d = host.file(BACKUPS)
+    assert d.mode == 0o700 and d.user == "root"
+    snap = host.file(f"{BACKUPS}/{new[0]}")
+    assert snap.mode == 0o600 and snap.user == "root"
+    held = host.check_output(f"tar -xzOf {BACKUPS}/{new[0]} {SLOW_CONF.lstrip('/')} | sha256sum").split()[0]
+    assert held == STATE["slow_conf"], "the snapshot must hold the config as it was before the change"
+    assert re.match(r"^\d{8}T\d{6}Z-[A-Za-z0-9_.-]+\.tar\.gz$", new[0])
+    STATE["snapshot"] = new[0]
+
+
+def test_4_restore_brings_back_the_bytes_and_the_pool(host):
+    out = play("playbooks/restore-config.yml", backup=STATE["snapshot"].removesuffix(".tar.gz"))
+    assert sha(host, SLOW_CONF) == STATE["slow_conf"]
+    assert sha(host, "/opt/queuefleet/shared/queuefleet.env") == STATE["env"]
+    assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"]
+    assert "post-deploy checks passed" in out
+    # The restore snapshotted the state it replaced, and the inventory now matches the host again.
+    assert len(snapshots(host)) == len(STATE["snapshots"]) + 2
+    assert changed(play("deploy.yml")) == 0
+
+
+def test_5_retention_keeps_the_newest(host):
+    for n in (2, 3):
+        play("deploy.yml", queue_worker_pools=with_numprocs(SLOW, n), config_backup_keep=2)
+    assert len(snapshots(host)) == 2
+    play("deploy.yml", config_backup_keep=2)  # back to the converged pools
+    assert len(snapshots(host)) == 2
+    assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"]
+
+
+def test_6_a_broken_pool_fails_the_deploy_naming_it(host):
+    out = play("deploy.yml", expect_rc=2, postdeploy_check_canary_jobs={SLOW: "queuefleet_demo.missing:run"})
+    assert "post-deploy checks FAILED" in out
+    assert f"pool {SLOW}: canary queuefleet_demo.missing:run" in out
+    assert "No module named 'queuefleet_demo.missing'" in out
+
+
+@pytest.fixture(scope="module")
+def release2_src(tmp_path_factory):
+    src = tmp_path_factory.mktemp("ops-app") / "demo-app"
+    shutil.copytree(PROJECT / "examples" / "demo-app", src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    init = src / "src" / "queuefleet_demo" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "1.0.0"', '__version__ = "3.0.0-ops"'))
+    return src
+
+
+def releases(host) -> set[str]:
+    return set(host.check_output("ls /opt/queuefleet/releases").split())
+
+
+def test_7_auto_rollback_puts_the_fleet_back_on_the_previous_release(host, release2_src):
+    release1 = STATE["release1"] = current_release(host)
+    STATE["releases"] = releases(host)
+    out = play("deploy.yml", expect_rc=2, queue_worker_auto_rollback=True,
+               queue_worker_app_packages=[{"name": "queuefleet-demo", "src": str(release2_src)}],
+               postdeploy_check_canary_jobs={SLOW: "queuefleet_demo.missing:run"})
+    assert "post-deploy checks of release" in out and f"rolled back to release {release1}" in out, out[-5000:]
+    assert current_release(host) == release1
+    workers = json.loads(host.check_output(f"{QUEUE} status --json"))["workers"]
+    assert workers and all(w["release"] == release1 for w in workers), workers
+
+
+def test_8_converged_state_is_back(host):
+    # Remove the release test 7 installed, so later "previous release" rollbacks
+    # (tests/test_workers.py) do not pick it.
+    for extra in sorted(releases(host) - STATE["releases"]):
+        assert extra != current_release(host)
+        subprocess.run(["ansible", "-i", INVENTORY, LIMIT, "-b", "-m", "ansible.builtin.file",
+                        "-a", f"path=/opt/queuefleet/releases/{extra} state=absent"], check=True, capture_output=True, cwd=PROJECT)
+        subprocess.run(["ansible", "-i", INVENTORY, LIMIT, "-b", "-m", "ansible.builtin.file",
+                        "-a", f"path=/opt/queuefleet/wheelhouse/{extra} state=absent"], check=True, capture_output=True, cwd=PROJECT)
+    play("deploy.yml")
+    assert current_release(host) == STATE["release1"]
+    out = play("deploy.yml")
+    assert changed(out) == 0, out[-3000:]
