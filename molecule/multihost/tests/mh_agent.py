@@ -1,8 +1,10 @@
 """Runs inside a worker container with the deployed release's Python (copied
 there by the tests). Subcommands print JSON on stdout.
 
-  produce TAG N RATE FAIL_EVERY   push N jobs `TAG-i` at RATE/s onto `default`
-                                  (every FAIL_EVERY-th a failing one, 0 = none);
+  produce TAG N RATE FAIL_EVERY [SLOW]
+                                  push N jobs `TAG-i` at RATE/s onto `default`
+                                  (every FAIL_EVERY-th a failing one, 0 = none;
+                                  with SLOW > 0 the others sleep SLOW seconds);
                                   a push that raises is retried (counted)
   probe TAG                       push TAG-probe onto `high` (retrying while Redis
                                   is down) and wait until it ran; seconds taken
@@ -53,15 +55,21 @@ def retry(fn):
             time.sleep(0.1)
 
 
-def produce(tag: str, n: int, rate: float, fail_every: int) -> None:
+def produce(tag: str, n: int, rate: float, fail_every: int, slow: float = 0.0) -> None:
     q = queue()
     retries = 0
     jobs = []
     start = time.monotonic()
     for i in range(n):
         fail = fail_every and i % fail_every == fail_every - 1
-        job = "queuefleet_demo.jobs:fail" if fail else "queuefleet_demo.jobs:fast"
-        retries += push(q, job, {"id": f"{tag}-{i}"}, queue="default", **({"tries": 1} if fail else {}))
+        data = {"id": f"{tag}-{i}"}
+        if fail:
+            job = "queuefleet_demo.jobs:fail"
+        elif slow:
+            job, data["seconds"] = "queuefleet_demo.jobs:slow", slow
+        else:
+            job = "queuefleet_demo.jobs:fast"
+        retries += push(q, job, data, queue="default", **({"tries": 1} if fail else {}))
         jobs.append([f"{tag}-{i}", "fail" if fail else "fast"])
         retry(lambda: q.redis.set(f"mh:pushed:{tag}", i + 1))
         delay = start + (i + 1) / rate - time.monotonic()
@@ -130,7 +138,7 @@ def reset() -> None:
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "produce":
-        produce(args[0], int(args[1]), float(args[2]), int(args[3]))
+        produce(args[0], int(args[1]), float(args[2]), int(args[3]), float(args[4]) if len(args) > 4 else 0.0)
     elif cmd == "probe":
         probe(args[0])
     elif cmd == "tally":
