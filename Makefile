@@ -14,7 +14,7 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-molecule test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
@@ -22,7 +22,7 @@ help:
 	@echo "make test        setup + lint + worker tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
-	@echo "make test-worker / test-guard / test-roles / test-preflight / test-molecule   single test stages"
+	@echo "make test-worker / test-guard / test-roles / test-preflight / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -65,6 +65,11 @@ test-preflight: setup
 
 test-molecule: setup engine
 	@for s in $(MOLECULE_SCENARIOS); do bash scripts/molecule-test.sh "$$s"; done
+
+# Beyond one host (issue 6): Redis, MariaDB and two worker hosts on a private
+# network; security checks, rolling deploys, faults under load (bench/FAULTS.md).
+test-multihost: setup engine
+	bash scripts/molecule-test.sh multihost
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
 test: setup lint test-worker test-guard test-roles test-preflight test-molecule
