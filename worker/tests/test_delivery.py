@@ -467,3 +467,25 @@ def test_jobs_done_before_a_long_one_are_acked_while_it_runs(cli, r, redis_url):
     assert r.llen("executed") == 60
     worker.signal(signal.SIGTERM)
     assert worker.wait(10) == 0
+
+
+def test_the_builtin_canary_runs_whatever_jobs_allows(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    q.push("queuefleet.canary:ping", None)
+    q.push("queuefleet.cli:main", None)  # the rest of queuefleet stays off limits
+    out = cli.run("work", "--stop-when-empty").stdout
+    assert "DONE" in out and "queuefleet.canary:ping" in out
+    rows = FailedJobStore(sqlite_url).all()
+    assert len(rows) == 1 and "is not allowed" in rows[0].exception
+
+
+def test_restart_ignores_the_release_of_the_env_file(cli, r, redis_url, tmp_path):
+    """An operator's `queue --env-file <deploy env> restart` restarts everyone: the env
+    file's QUEUEFLEET_RELEASE must not turn it into a no-op release-scoped signal."""
+    env_file = tmp_path / "queuefleet.env"
+    env_file.write_text("QUEUEFLEET_RELEASE=r1\n")
+    worker = cli.spawn("--sleep", "0.2", "--release", "r1")
+    worker.wait_log("STARTING")
+    out = cli.run("--env-file", str(env_file), "restart").stdout
+    assert out.strip() == "restart signalled: all workers"
+    assert worker.wait(10) == 0

@@ -264,7 +264,7 @@ def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int
 
 
 @main.command()
-@click.option("--release", envvar="QUEUEFLEET_RELEASE", default="", help="Release the workers should run; workers already on it keep running.")
+@click.option("--release", default="", help="Release the workers should run; workers already on it keep running. Not read from QUEUEFLEET_RELEASE: without it every targeted worker restarts.")
 @click.option("--host", "hosts", multiple=True, help="Only the workers of this host (repeat); default: every worker.")
 @click.pass_obj
 @_redis_errors

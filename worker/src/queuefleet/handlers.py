@@ -34,6 +34,11 @@ def parse_allowed(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return prefixes
 
 
+# Modules every worker may run, whatever --jobs says: queuefleet's own no-op
+# canary for health checks (it runs no app code and takes no input).
+ALWAYS_ALLOWED = ("queuefleet.canary",)
+
+
 class HandlerRegistry:
     """Imports and caches handlers, refusing anything outside `allowed`."""
 
@@ -42,7 +47,7 @@ class HandlerRegistry:
         self._cache: dict[str, Handler] = {}
 
     def is_allowed(self, module: str) -> bool:
-        return any(module == p or module.startswith(p + ".") for p in self.allowed)
+        return module in ALWAYS_ALLOWED or any(module == p or module.startswith(p + ".") for p in self.allowed)
 
     def resolve(self, job: str) -> Handler:
         handler = self._cache.get(job)
