@@ -72,6 +72,6 @@ test-multihost: setup engine
 	bash scripts/molecule-test.sh multihost
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-guard test-roles test-preflight test-molecule
-	@echo "make test: lint, test-worker, test-guard, test-roles, test-preflight and test-molecule all passed"
-	@echo "stages: 6 passed, 0 failed"
+test: setup lint test-worker test-guard test-roles test-preflight test-molecule test-multihost
+	@echo "make test: lint, test-worker, test-guard, test-roles, test-preflight, test-molecule and test-multihost all passed"
+	@echo "stages: 7 passed, 0 failed"
