@@ -258,9 +258,10 @@ def test_env_file_loads_settings_and_the_environment_wins(bare_cli, r, tmp_path)
     assert r.hexists("fromenv:payloads", pushed.stdout.strip())
     assert not r.hexists("fromfile:payloads", pushed.stdout.strip())
 
-    # settings of subcommands come from the file too: `restart` takes QUEUEFLEET_RELEASE
+    # ... but `restart` never takes its release from QUEUEFLEET_RELEASE: with the deploy's
+    # env file that would turn "restart every worker" into a no-op for the current release
     restarted = run_with_env(bare_cli, ["--env-file", str(env_file), "restart"], {}, drop=drop)
-    assert "for release rel-file" in restarted.stdout, restarted.stderr
+    assert restarted.stdout.strip() == "restart signalled: all workers", restarted.stderr
 
 
 def test_env_file_errors_are_usage_errors(bare_cli, tmp_path):
