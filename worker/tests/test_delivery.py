@@ -489,3 +489,11 @@ def test_restart_ignores_the_release_of_the_env_file(cli, r, redis_url, tmp_path
     out = cli.run("--env-file", str(env_file), "restart").stdout
     assert out.strip() == "restart signalled: all workers"
     assert worker.wait(10) == 0
+
+
+def test_error_summaries_keep_the_reason_not_sqlalchemys_link_line():
+    from queuefleet.worker import _summary
+
+    error = "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")\n(Background on this error at: https://sqlalche.me/e/20/e3q8)"
+    assert _summary(error) == "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"
+    assert _summary("Traceback...\nRuntimeError: boom") == "RuntimeError: boom"

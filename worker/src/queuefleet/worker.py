@@ -628,7 +628,8 @@ def _backoff_for(backoff: list[float], attempt: int) -> float:
 
 
 def _summary(error: str, limit: int = 2000) -> str:
-    lines = [line for line in error.strip().splitlines() if line.strip()]
+    """The last meaningful line of an error (SQLAlchemy appends a link line: skip it)."""
+    lines = [line for line in error.strip().splitlines() if line.strip() and not line.lstrip().startswith("(Background on this error")]
     last = lines[-1] if lines else error
     return last if len(last) <= limit else last[: limit - 3] + "..."
 
