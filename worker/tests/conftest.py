@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -72,6 +73,22 @@ class RedisServer:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
 
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (AOF on), to stop, kill and restart."""
+    workdir = tmp_path / "own-redis"
+    workdir.mkdir()
+    server = RedisServer(workdir, appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
 
 def _pings(client: redis.Redis) -> bool:
     try:
@@ -97,6 +114,89 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
+
+
+class TcpProxy:
+    """A TCP forwarder between a client and a server, to fail the network in two ways:
+    `cut` (connections reset, new ones refused: the server is gone) and `stall`
+    (a blackhole: nothing passes either way and nothing is closed, until `heal`;
+    then the bytes flow again, as TCP retransmission would deliver them)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        listener.settimeout(0.05)
+        self._listener, self._stop = listener, threading.Event()
+        threading.Thread(target=self._accept, args=(listener, self._stop), daemon=True).start()
+
+    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                self._flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self._flowing.wait()  # stalled between read and write: hold the bytes
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        self._flowing.set()
+        self._stop.set()
+        assert self._listener is not None
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
 
 class MariaDB:

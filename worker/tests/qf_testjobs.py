@@ -73,3 +73,35 @@ def swallow(data):
         except Exception:  # noqa: BLE001 - the point of this handler
             pass
     client().rpush("executed", data["tag"])
+
+
+def poison(data):
+    """Kill the worker process the way a crash in C code would (no cleanup, no exception)."""
+    client().rpush("started", data["tag"])
+    os._exit(3)
+
+
+def kill9(data):
+    client().rpush("started", data["tag"])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exits(data):
+    """A handler that calls sys.exit(): a bug, not a request to stop the worker."""
+    client().rpush("started", data["tag"])
+    raise SystemExit(data.get("code", 0))
+
+
+def quiet_fail(data):
+    """Fail with a message that quotes none of the data."""
+    raise RuntimeError("failing on purpose")
+
+
+def sleep(data):
+    """Sleep, then note the tag in data['file'] (not in Redis: it works while Redis is down)."""
+    time.sleep(data["seconds"])
+    fd = os.open(data["file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{data['tag']}\n".encode())
+    finally:
+        os.close(fd)

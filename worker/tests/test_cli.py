@@ -63,7 +63,6 @@ def status(cli: QueueCli, *args: str) -> dict:
     "args",
     [
         ["push", "qf_testjobs:record", "--data", '{"tag": "x"}'],
-        ["work"],
         ["status"],
         ["monitor", "default=10"],
         ["restart", "--release", "r1"],
@@ -84,7 +83,7 @@ def test_redis_password_is_not_printed(bare_cli):
     assert "hunter2" not in line and ":***@127.0.0.1" in line
 
 
-@pytest.mark.parametrize("args", [["work"], ["failed"], ["forget", "1"], ["flush"], ["retry", "all"], ["migrate"]],
+@pytest.mark.parametrize("args", [["failed"], ["forget", "1"], ["flush"], ["retry", "all"], ["migrate"]],
                          ids=lambda a: a[0])
 def test_unreachable_database_is_one_line_and_exit_1(bare_cli, args):
     port = free_port()
@@ -113,7 +112,7 @@ def test_work_without_jobs_is_a_usage_error(bare_cli):
 
 @pytest.mark.parametrize(
     "value, needle",
-    [("a b", "queue name must match"), ("a,,b/c", "queue name must match"), (",", "give at least one queue"),
+    [("a b", "queue name must be"), ("a,,b/c", "queue name must be"), (",", "give at least one queue"),
      ("high,low,high", "listed twice"), ("", "give at least one queue")],
 )
 def test_work_with_bad_queue_names_is_a_usage_error(bare_cli, value, needle):
@@ -158,7 +157,7 @@ def test_push_prints_the_id_and_honours_its_options(bare_cli, r):
         (["qf_testjobs:record", "--timeout", "0"], "--timeout must be > 0"),
         (["qf_testjobs:record", "--backoff", "inf"], "finite number"),
         (["qf_testjobs:record", "--tries", "-2"], "--tries must be >= 0"),
-        (["qf_testjobs:record", "--queue", "no spaces"], "queue name must match"),
+        (["qf_testjobs:record", "--queue", "no spaces"], "queue name must be"),
     ],
 )
 def test_push_errors_are_usage_errors_and_push_nothing(bare_cli, r, args, needle):
@@ -305,7 +304,7 @@ def test_clear_deletes_waiting_jobs_of_one_queue_only(bare_cli, r):
     assert r.llen("queuefleet:queue:doomed") == 0 and r.zcard("queuefleet:queue:doomed:delayed") == 0
     assert r.hkeys("queuefleet:payloads") == [keep.encode()]
     assert r.llen("queuefleet:queue:kept") == 1
-    usage_error(bare_cli.run("clear", "no/such", "--force", check=False), "queue name must match")
+    usage_error(bare_cli.run("clear", "no/such", "--force", check=False), "queue name must be")
 
 
 # -- producer API ---------------------------------------------------------------------------------------
@@ -355,7 +354,7 @@ def test_push_many_with_one_invalid_item_pushes_nothing(redis_url, r):
         ({"backoff": "10,x"}, "backoff must be seconds like"),
         ({"backoff": [5, -1]}, "backoff seconds must be a finite number >= 0"),
         ({"backoff": float("inf")}, "backoff seconds must be a finite number >= 0"),
-        ({"queue": "has space"}, "queue name must match"),
+        ({"queue": "has space"}, "queue name must be"),
     ],
 )
 def test_producer_validation_errors_are_value_errors(redis_url, r, kwargs, message):

@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
-from queuefleet import FailedJobStore, Queue
-from queuefleet.queue import ReleaseEntry
+from queuefleet import FailedJobStore, Queue, protocol
+from queuefleet.protocol import ReleaseEntry, client_runner
 
 from conftest import executed, wait_for
 
@@ -187,34 +187,57 @@ def test_long_job_is_not_redelivered_while_its_worker_lives(cli, r, redis_url):
         assert w.wait() == 0
 
 
+def fetch_one(r, worker: str, lease_ms: int, queue: str = "default"):
+    result = protocol.fetch(client_runner(r), "queuefleet", [queue], token_base=worker, host="h", lease_ms=lease_ms, max_jobs=1)
+    return result.jobs[0] if result.jobs else None
+
+
+def start(r, entry) -> None:
+    """What a worker does before it runs a job: name it in its running-job marker."""
+    r.set(f"queuefleet:running:{entry.token.rsplit(':', 1)[0]}", f"{entry.token} {entry.id}")
+
+
 def test_ack_and_release_are_fenced(redis_url, r):
     q = Queue.from_url(redis_url)
+    run = client_runner(r)
     job_id = q.push(JOB, {"tag": "x"})
-    a = q.fetch(["default"], worker_id="A", max_jobs=1, lease_ms=50)
-    assert [j.id for j in a.jobs] == [job_id]
+    a = fetch_one(r, "A", 50)
+    assert a.id == job_id
+    start(r, a)
     time.sleep(0.1)  # A's lease runs out (A stalled)
-    b = q.fetch(["default"], worker_id="B", max_jobs=1, lease_ms=30_000)
-    assert [j.id for j in b.jobs] == [job_id]
-    assert b.jobs[0].attempts == 1 and b.jobs[0].lost == 1
-    held_a = ("default", job_id, a.jobs[0].token)
-    held_b = ("default", job_id, b.jobs[0].token)
+    b = fetch_one(r, "B", 30_000)
+    assert b.id == job_id
+    assert b.attempts == 1 and b.lost == 1  # A had started it: counted as lost, not as an attempt
     # A can neither delete, release nor extend what B now holds.
-    assert q.ack([held_a]) == [job_id]
-    assert q.release([ReleaseEntry("default", job_id, a.jobs[0].token)]) == [job_id]
-    assert q.extend([held_a], 30_000) == [job_id]
+    assert protocol.ack(run, "queuefleet", [a.key]) == [job_id]
+    assert protocol.release(run, "queuefleet", [ReleaseEntry("default", job_id, a.token)]) == [job_id]
+    assert protocol.extend(run, "queuefleet", [a.key], 30_000) == [job_id]
     assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 1}
     assert r.hexists("queuefleet:payloads", job_id)
-    # B's ack works.
-    assert q.ack([held_b]) == []
+    # B's ack works; acking again is not reported as a lost lease.
+    assert protocol.ack(run, "queuefleet", [b.key]) == []
+    assert protocol.ack(run, "queuefleet", [b.key]) == []
     assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
     assert not r.hexists("queuefleet:payloads", job_id)
+
+
+def test_an_expired_lease_of_a_job_never_started_is_not_blamed(redis_url, r):
+    q = Queue.from_url(redis_url)
+    first, second = q.push(JOB, {"tag": "1"}), q.push(JOB, {"tag": "2"})
+    result = protocol.fetch(client_runner(r), "queuefleet", ["default"], token_base="A", host="h", lease_ms=20, max_jobs=2)
+    assert [j.id for j in result.jobs] == [first, second]
+    start(r, result.jobs[0])  # A began the first, then died
+    time.sleep(0.05)
+    again = protocol.fetch(client_runner(r), "queuefleet", ["default"], token_base="B", host="h", lease_ms=30_000, max_jobs=2)
+    # The unstarted one comes back first and unblamed; the started one is counted as lost.
+    assert [(j.id, j.attempts, j.lost) for j in again.jobs] == [(second, 1, 0), (first, 1, 1)]
 
 
 def test_worker_lost_too_often_goes_to_failed_jobs(redis_url, r, cli, sqlite_url):
     q = Queue.from_url(redis_url)
     job_id = q.push(JOB, {"tag": "poison"})
     for _ in range(2):
-        q.fetch(["default"], worker_id="doomed", max_jobs=1, lease_ms=1)
+        start(r, fetch_one(r, "doomed", 1))
         time.sleep(0.01)
     cli.run("work", "--stop-when-empty", "--max-lost", "2")
     assert executed(r) == []
@@ -492,7 +515,7 @@ def test_restart_ignores_the_release_of_the_env_file(cli, r, redis_url, tmp_path
 
 
 def test_error_summaries_keep_the_reason_not_sqlalchemys_link_line():
-    from queuefleet.worker import _summary
+    from queuefleet.failures import summary as _summary
 
     error = "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")\n(Background on this error at: https://sqlalche.me/e/20/e3q8)"
     assert _summary(error) == "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"

@@ -17,7 +17,7 @@ import redis
 
 from .failed import DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
-from .payload import Job, PayloadError, check_queue_name, parse_backoff
+from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, parse_backoff
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
 
 EXIT_UNAVAILABLE = 1
@@ -229,14 +229,30 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         raise click.BadParameter(f"bad module prefix in {jobs!r}: {exc}", param_hint="--jobs") from None
     if not allowed:
         raise click.UsageError("no job modules are allowed: pass --jobs myapp.jobs (or set QUEUEFLEET_JOBS)")
-    queue = obj.queue()
-    store = obj.store()
+    _check_redis_url(obj.redis_url)
+    store = obj.store(check=False)
+    try:
+        store.check()
+    except DatabaseUnavailable as exc:
+        if "queue migrate" in str(exc):
+            _die(f"failed-jobs database {redacted_url(obj.database_url)}: {exc}")
+        # Jobs can run without it: failures wait in Redis until it answers.
+        click.echo(f"queue: warning: failed-jobs database {redacted_url(obj.database_url)}: {exc}; "
+                   "starting anyway, failed jobs wait in Redis until it answers", err=True)
     options = WorkerOptions(
         queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
         max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
         lease=lease, drain_timeout=drain_timeout, max_lost=max_lost, prefetch=prefetch, log_format=log_format,
+        prefix=obj.prefix,
     )
-    sys.exit(Worker(queue, store, options).run())
+    sys.exit(Worker(obj.redis_url, store, options).run())
+
+
+def _check_redis_url(url: str) -> None:
+    try:
+        redis.ConnectionPool.from_url(url)
+    except (ValueError, TypeError) as exc:
+        _die(f"bad Redis URL {redacted_url(url)}: {exc}")
 
 
 @main.command()
@@ -247,20 +263,29 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
 @click.option("--tries", type=int, default=None, callback=_positive("--tries", True), help="Attempts for this job (overrides the worker's --tries).")
 @click.option("--timeout", type=float, default=None, callback=_positive("--timeout"), help="Seconds this job may run (overrides the worker's --timeout).")
 @click.option("--backoff", default=None, callback=_backoff, help="Retry delays for this job: S or S1,S2,...")
+@click.option("--id", "job_id", default=None, help="Your own job id: pushing the same id again does nothing while the job is queued or running, nor for a day after it finished (safe retries).")
 @click.pass_obj
 @_redis_errors
-def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int | None, timeout: float | None, backoff: list[float] | None) -> None:
+def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int | None, timeout: float | None,
+         backoff: list[float] | None, job_id: str | None) -> None:
     """Push JOB (package.module:function) with JSON data; prints the job id."""
     try:
-        payload = json.loads(data)
+        payload = json.loads(data, parse_constant=_no_constant)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
     try:
-        Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff).encode()
+        item = Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff, id=job_id)
+        item.encode()
+        check_seconds("--delay", delay, maximum=MAX_DELAY)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    job_id = obj.queue().push(job, payload, queue=queue, delay=delay, tries=tries, timeout=timeout, backoff=backoff)
-    click.echo(job_id)
+    if not obj.queue().enqueue(item, delay=delay, given_id=job_id is not None):
+        click.echo(f"queue: job {item.id} is already queued or ran recently: not pushed again", err=True)
+    click.echo(item.id)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @main.command()
@@ -299,10 +324,8 @@ def _age(stamp: str) -> str:
 def status(obj: Context, as_json: bool, only: str | None) -> None:
     """Queue sizes and live workers."""
     q = obj.queue()
-    names = _queues(None, None, only) if only else q.known_queues()  # type: ignore[arg-type]
-    sizes = q.sizes(names)
-    workers = q.workers()
-    restart_state = q.restart_state()
+    state = q.status(_queues(None, None, only) if only else None)  # type: ignore[arg-type]
+    sizes, workers, restart_state = state.sizes, state.workers, state.restart
     if as_json:
         click.echo(json.dumps({"queues": sizes, "workers": workers, "restart": restart_state}, indent=2, sort_keys=True))
         return

@@ -9,6 +9,8 @@ connection is retried once on a fresh one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -47,8 +49,59 @@ failed_jobs = Table(
 )
 
 
+UUID_CHARS = 36  # width of the uuid column
+KEEP_PAYLOAD = 64 * 1024  # characters of a payload kept when the whole one cannot be stored
+KEEP_EXCEPTION = 64 * 1024
+
+
 class DatabaseUnavailable(Exception):
     """The failed-jobs database cannot be reached or is not migrated."""
+
+
+class StoreFailed(Exception):
+    """A failed job could not be stored now; the message is safe to log (no job data)."""
+
+
+def row_uuid(job_id: str) -> str:
+    """The uuid column value for a job id: the id itself, or a hash of an id too long for the column."""
+    if len(job_id) <= UUID_CHARS:
+        return job_id
+    return "sha1-" + hashlib.sha1(job_id.encode("utf-8", "surrogatepass")).hexdigest()[: UUID_CHARS - 5]
+
+
+def truncated_payload(payload: str) -> str:
+    """A JSON stand-in for a payload too large to store: what it was, and its first characters."""
+    doc: dict[str, Any] = {}
+    try:
+        original = json.loads(payload)
+        if isinstance(original, dict):
+            doc = {k: original[k] for k in ("id", "job", "queue") if isinstance(original.get(k), str)}
+    except (ValueError, RecursionError):
+        pass
+    doc.update({
+        "truncated": True,
+        "note": f"payload of {len(payload)} characters was too large to store; only its start is kept",
+        "characters": len(payload),
+        "sha256": hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest(),
+        "head": payload[:KEEP_PAYLOAD],
+    })
+    return json.dumps(doc, ensure_ascii=True)
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """One line about a database error that never carries the statement's parameters
+    (SQLAlchemy's own message appends them: job data)."""
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    args = getattr(source, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        text = f"({args[0]}) {args[1]}"
+    elif orig is not None:
+        text = str(orig)
+    else:
+        text = exc.__class__.__name__
+    text = " ".join(text.split())
+    return f"{source.__class__.__name__}: {text[:300]}"
 
 
 @dataclass
@@ -119,21 +172,42 @@ class FailedJobStore:
                 if attempt == 2 or not _is_disconnect(exc):
                     raise
 
-    def record(self, *, uuid: str, connection: str, queue: str, payload: str, exception: str) -> None:
-        """Store a failed job. Recording the same uuid twice is a no-op (at-least-once)."""
+    def _insert(self, uuid: str, connection: str, queue: str, payload: str, exception: str) -> None:
         try:
             self._write(
                 failed_jobs.insert().values(
                     uuid=uuid,
-                    connection=connection,
-                    queue=queue,
+                    connection=connection[:255],
+                    queue=queue[:255],
                     payload=payload,
                     exception=exception,
                     failed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
                 )
             )
         except IntegrityError:
-            pass
+            pass  # already stored (a job recorded twice across a crash): at-least-once
+
+    def record(self, *, uuid: str, connection: str, queue: str, payload: str, exception: str) -> str:
+        """Store a failed job; returns "stored" or "truncated". Recording the same uuid twice
+        is a no-op. A row the database refuses as it is (a payload over MariaDB's
+        max_allowed_packet, text it cannot hold) is stored again with the payload cut
+        to its start (as JSON saying so) and the error cut too. Raises StoreFailed, with
+        a message fit for a log line, when even that cannot be stored (database down)."""
+        uuid = row_uuid(uuid)
+        try:
+            self._insert(uuid, connection, queue, payload, exception)
+            return "stored"
+        except DBAPIError as exc:
+            first = exc
+        if _is_disconnect(first) and len(payload) + len(exception) < KEEP_PAYLOAD:
+            raise StoreFailed(describe_db_error(first))  # a small row: the database is down, not the row too big
+        small_exception = exception if len(exception) <= KEEP_EXCEPTION else exception[:KEEP_EXCEPTION] + "\n... (cut)"
+        small_payload = truncated_payload(payload) if len(payload) > KEEP_PAYLOAD or not payload.isascii() else payload
+        try:
+            self._insert(uuid, connection, queue, small_payload, small_exception.encode("ascii", "backslashreplace").decode())
+            return "truncated"
+        except DBAPIError as exc:
+            raise StoreFailed(f"{describe_db_error(exc)} (first attempt: {describe_db_error(first)})") from None
 
     def all(self, *, queue: str | None = None) -> list[FailedJob]:
         query = select(failed_jobs).order_by(failed_jobs.c.id)
@@ -145,12 +219,12 @@ class FailedJobStore:
     def find(self, ids: Sequence[str]) -> tuple[list[FailedJob], list[str]]:
         """Rows matching numeric ids or uuids, and the ids that matched nothing."""
         numeric = [int(i) for i in ids if i.isdigit()]
-        uuids = [i for i in ids if not i.isdigit()]
+        uuids = [row_uuid(i) for i in ids if not i.isdigit()]
         query = select(failed_jobs).where(failed_jobs.c.id.in_(numeric) | failed_jobs.c.uuid.in_(uuids))
         with self.engine.connect() as conn:
             rows = [FailedJob(**row._mapping) for row in conn.execute(query.order_by(failed_jobs.c.id))]
         found = {str(r.id) for r in rows} | {r.uuid for r in rows}
-        return rows, [i for i in ids if i not in found]
+        return rows, [i for i in ids if i not in found and row_uuid(i) not in found]
 
     def forget(self, ids: Iterable[int]) -> int:
         ids = list(ids)

@@ -1,9 +1,8 @@
-"""One line per job event, plain or JSON, buffered and flushed in batches.
+"""One line per job event, plain or JSON, buffered and written with one system call.
 
-Writing a line per event through an unbuffered stream costs a system call
-each; the worker instead flushes at the end of every batch, before it blocks,
-and from its keeper thread every couple of seconds, so a job that hangs still
-shows its start line promptly.
+The worker writes the buffer before each handler runs (so the START line of a
+job that kills the process is on disk), before it blocks, and from its keeper
+thread; the lines of a job's end wait for the next of those.
 """
 
 from __future__ import annotations
@@ -25,6 +24,10 @@ class JobLog:
         self.pool = pool
         self.pid = pid or os.getpid()
         self._lines: list[str] = []
+        try:
+            self._fd: int | None = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
         self._lock = threading.Lock()
         self._second = -1
         self._stamp = ""
@@ -83,8 +86,13 @@ class JobLog:
             data = "\n".join(self._lines) + "\n"
             self._lines.clear()
             try:
-                self.stream.write(data)
-                self.stream.flush()
+                if self._fd is None:
+                    self.stream.write(data)
+                    self.stream.flush()
+                    return
+                raw = data.encode("utf-8", "backslashreplace")
+                while raw:
+                    raw = raw[os.write(self._fd, raw) :]
             except (OSError, ValueError):
                 pass  # a closed stdout must not take the worker down
 

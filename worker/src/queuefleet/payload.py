@@ -1,7 +1,8 @@
 """The job payload: what a producer writes to Redis and a worker reads back.
 
 Payloads are JSON (never pickle): anyone who can write to Redis can write a
-payload, so decoding one must never run code.
+payload, so decoding one must never run code, and every field is checked
+before the worker acts on it (a bad payload is refused, never a crash).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
+MAX_DELAY = 10 * 365 * 86400.0  # seconds: a delay or backoff longer than ten years is a mistake
+MAX_TIMEOUT = 30 * 86400.0  # seconds: the longest per-attempt timeout
+MAX_ERRORS = 10  # failed attempts remembered in a payload (the last ones)
+MAX_ERROR_CHARS = 1000  # of each remembered error
 
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
@@ -29,24 +35,44 @@ _valid_jobs: set[str] = set()
 _valid_queues: set[str] = set()
 
 
+def _cached_check(value: Any, pattern: re.Pattern[str], cache: set[str], message: str) -> str:
+    if isinstance(value, str) and value in cache:
+        return value
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{message}, got {_shown(value)}")
+    if len(cache) < 10_000:
+        cache.add(value)
+    return value
+
+
 def check_job_name(job: str) -> str:
-    if isinstance(job, str) and job in _valid_jobs:
-        return job
-    if not isinstance(job, str) or not JOB_NAME.match(job):
-        raise ValueError(f"job must look like 'package.module:function', got {job!r}")
-    if len(_valid_jobs) < 10_000:
-        _valid_jobs.add(job)
-    return job
+    return _cached_check(job, JOB_NAME, _valid_jobs, "job must look like 'package.module:function'")
 
 
 def check_queue_name(queue: str) -> str:
-    if isinstance(queue, str) and queue in _valid_queues:
-        return queue
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
-        raise ValueError(f"queue name must match {QUEUE_NAME.pattern}, got {queue!r}")
-    if len(_valid_queues) < 10_000:
-        _valid_queues.add(queue)
-    return queue
+    return _cached_check(queue, QUEUE_NAME, _valid_queues, "queue name must be 1-128 of A-Z a-z 0-9 _ . -")
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(job_id)}")
+    return job_id
+
+
+def check_seconds(name: str, value: Any, *, maximum: float, allow_zero: bool = True) -> float:
+    """A finite number of seconds in [0, maximum] (or (0, maximum]); a clear ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {_shown(value)}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > maximum:
+        low = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {low} and at most {maximum:g}, got {value!r}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, and one line (a queue name with a newline shows it)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_backoff(value: str | int | float | list[int | float] | tuple[int | float, ...] | None) -> list[float]:
@@ -65,9 +91,11 @@ def parse_backoff(value: str | int | float | list[int | float] | tuple[int | flo
             number = float(part)
         except (TypeError, ValueError):
             raise ValueError(f"backoff must be seconds like '10' or '10,60,300', got {value!r}") from None
-        if number < 0 or not math.isfinite(number):
-            raise ValueError(f"backoff seconds must be a finite number >= 0, got {part!r}")
+        if number < 0 or not math.isfinite(number) or number > MAX_DELAY:
+            raise ValueError(f"backoff seconds must be a finite number >= 0 and at most {MAX_DELAY:g}, got {part!r}")
         seconds.append(number)
+    if len(seconds) > 100:
+        raise ValueError(f"backoff lists at most 100 delays, got {len(seconds)}")
     return seconds
 
 
@@ -82,6 +110,31 @@ def encode_data(data: Any) -> str:
         return _encoder.encode(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise PayloadError(f"payload contains {name}, which JSON does not allow")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError(f"payload contains the number {text[:40]}, too large for a float")
+    return value
+
+
+def _optional_number(doc: dict[str, Any], key: str, *, maximum: float, allow_zero: bool) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    return check_seconds(key, value, maximum=maximum, allow_zero=allow_zero)
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+# Only a payload with a long exponent or digit run can hold a number too large for a
+# float (JSON's 1e999 parses as inf): only those are decoded with the slower check.
+_MAYBE_HUGE = re.compile(r"[eE]\+?[0-9]{3}|[0-9]{300}")
+_checked_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 @dataclass
@@ -101,6 +154,7 @@ class Job:
     # Set while the job waits in Redis because storing its final failure failed (database
     # outage): the worker then stores this error instead of running the job again.
     failure: str | None = None
+    holds: int = 0  # how many times storing the failure was put off
     lost: int = 0
 
     @classmethod
@@ -113,17 +167,18 @@ class Job:
         tries: int | None = None,
         timeout: float | None = None,
         backoff: Any = None,
+        id: str | None = None,
     ) -> "Job":
         check_job_name(job)
         check_queue_name(queue)
+        if id is not None:
+            check_job_id(id)
         if tries is not None and (not isinstance(tries, int) or isinstance(tries, bool) or tries < 0):
             raise ValueError(f"tries must be an integer >= 0 (0 = unlimited), got {tries!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if timeout is not None:
+            check_seconds("timeout", timeout, maximum=MAX_TIMEOUT, allow_zero=False)
         return cls(
-            id=new_id(),
+            id=id or new_id(),
             job=job,
             data=data,
             queue=queue,
@@ -132,6 +187,13 @@ class Job:
             backoff=parse_backoff(backoff),
             pushed_at=time.time(),
         )
+
+    def note_error(self, attempt: int, error: str) -> None:
+        """Remember a failed attempt (only the last MAX_ERRORS, each cut to MAX_ERROR_CHARS)."""
+        if len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 3] + "..."
+        self.errors.append({"attempt": attempt, "at": round(time.time(), 3), "error": error})
+        del self.errors[:-MAX_ERRORS]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,7 +207,7 @@ class Job:
             "pushed_at": self.pushed_at,
             "errors": self.errors,
             "attempts": self.attempts,
-            **({"failure": self.failure} if self.failure is not None else {}),
+            **({"failure": self.failure, "holds": self.holds} if self.failure is not None else {}),
         }
 
     def encode(self) -> str:
@@ -155,44 +217,61 @@ class Job:
             raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
 
     @classmethod
-    def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0) -> "Job":
+    def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0, expect_id: str | None = None) -> "Job":
+        """Decode and check a payload; PayloadError (whose message never quotes job data) if it is not a valid job."""
         try:
-            doc = json.loads(raw)
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            doc = (_checked_decoder if _MAYBE_HUGE.search(text) else _decoder).decode(text)
+        except PayloadError:
+            raise
+        except RecursionError:
+            raise PayloadError("payload is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError(f"payload is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise PayloadError("payload is not a JSON object")
+        if doc.get("truncated") is True:
+            raise PayloadError("payload was too large to store and only its start was kept: it cannot be run")
         missing = [k for k in ("id", "job", "queue") if k not in doc]
         if missing:
             raise PayloadError(f"payload lacks {', '.join(missing)}")
         try:
+            if not isinstance(doc["id"], str):
+                raise ValueError("id must be a string")
+            if expect_id is not None and doc["id"] != expect_id:
+                raise ValueError(f"its id {_shown(doc['id'])} is not the id it is stored under")
             check_job_name(doc["job"])
             check_queue_name(doc["queue"])
             max_tries = doc.get("max_tries")
-            if max_tries is not None and (not isinstance(max_tries, int) or isinstance(max_tries, bool)):
-                raise ValueError(f"max_tries must be an integer, got {max_tries!r}")
-            timeout = doc.get("timeout")
-            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-                raise ValueError(f"timeout must be a positive number, got {timeout!r}")
+            if max_tries is not None and (not isinstance(max_tries, int) or isinstance(max_tries, bool) or max_tries < 0):
+                raise ValueError("max_tries must be an integer >= 0")
+            timeout = _optional_number(doc, "timeout", maximum=MAX_TIMEOUT, allow_zero=False)
+            pushed_at = doc.get("pushed_at")
+            if not (type(pushed_at) is float and 0.0 <= pushed_at <= 1e11):  # the common case, checked cheaply
+                pushed_at = _optional_number(doc, "pushed_at", maximum=1e11, allow_zero=True) or 0.0
             errors = doc.get("errors") or []
-            if not isinstance(errors, list):
-                raise ValueError("errors must be a list")
+            if not isinstance(errors, list) or not all(isinstance(e, dict) for e in errors):
+                raise ValueError("errors must be a list of objects")
             failure = doc.get("failure")
             if failure is not None and not isinstance(failure, str):
                 raise ValueError("failure must be a string")
+            holds = doc.get("holds") or 0
+            if not isinstance(holds, int) or isinstance(holds, bool) or holds < 0:
+                raise ValueError("holds must be an integer >= 0")
             return cls(
-                id=str(doc["id"]),
+                id=doc["id"],
                 job=doc["job"],
                 data=doc.get("data"),
                 queue=doc["queue"],
                 max_tries=max_tries,
                 timeout=timeout,
                 backoff=parse_backoff(doc.get("backoff")),
-                pushed_at=float(doc.get("pushed_at") or 0.0),
-                errors=errors,
+                pushed_at=pushed_at,
+                errors=errors[-MAX_ERRORS:],
                 attempts=attempts,
                 lost=lost,
                 failure=failure,
+                holds=holds,
             )
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload is malformed: {exc}") from None

@@ -1,12 +1,23 @@
-"""The Lua scripts behind every multi-key state change, loaded once per client."""
+"""The Lua scripts behind every Redis state change (the key layout lives in lua/common.lua).
+
+Each script's SHA1 is computed here, so a call can be sent by EVALSHA before any
+reply was read (the worker's link pipelines); a server that does not know a script
+yet answers NOSCRIPT and the script is loaded and run again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
+
+NAMES = (
+    "push", "fetch", "ack", "release", "extend", "reap", "heartbeat", "deregister",
+    "restart", "status", "sizes", "clear",
+)
 
 
 def _source(name: str) -> str:
@@ -14,24 +25,33 @@ def _source(name: str) -> str:
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
-class Scripts:
-    """Runs scripts by SHA and loads them on first use (or after a Redis restart)."""
+class Script:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = _source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    NAMES = ("push", "fetch", "ack", "release", "extend", "restart")
+
+class Scripts:
+    """Runs scripts by SHA, loading them on NOSCRIPT (first use, or after a Redis restart)."""
 
     def __init__(self) -> None:
-        self._source = {name: _source(name) for name in self.NAMES}
-        self._sha: dict[str, str] = {}
+        self.by_name = {name: Script(name) for name in NAMES}
+
+    def __getitem__(self, name: str) -> Script:
+        return self.by_name[name]
 
     def run(self, client: "redis.Redis | Any", name: str, args: list[Any]) -> Any:
-        sha = self._sha.get(name)
-        if sha is not None:
-            try:
-                return client.evalsha(sha, 0, *args)
-            except NoScriptError:
-                pass
-        self._sha[name] = client.script_load(self._source[name])
-        return client.evalsha(self._sha[name], 0, *args)
+        script = self.by_name[name]
+        try:
+            return client.evalsha(script.sha, 0, *args)
+        except NoScriptError:
+            client.script_load(script.source)
+            return client.evalsha(script.sha, 0, *args)
+
+    def load_all(self, client: "redis.Redis | Any") -> None:
+        for script in self.by_name.values():
+            client.script_load(script.source)
 
 
 SCRIPTS = Scripts()

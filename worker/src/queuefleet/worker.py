@@ -1,49 +1,39 @@
-"""The worker loop: reserve, run, ack — with leases, hard timeouts and graceful stops.
+"""The worker loop: reserve, run, settle; stop, pause and restart when asked; ride out Redis outages.
 
-One process runs one job at a time in its main thread. A keeper thread beside
-it extends the leases of the jobs the worker holds, writes its heartbeat,
-notices restart signals and, as a last resort, ends a process whose job
-ignored its timeout. Jobs are reserved in small batches sized so a batch takes
-about `batch_seconds` of work: fast jobs cost one Redis round trip per batch
-(ack of the previous batch and reserve of the next in one script), slow jobs
-are reserved one at a time so strict queue priority holds.
+The parts, each in its own module: reservations.py (reserving ahead, starting and
+acking, leases as this process knows them), keeper.py (lease extension, heartbeat,
+hand-back, dead neighbours, watchdog), execution.py (one job under its timeout),
+failures.py (retry, failed jobs, database outages), signals.py, outage.py.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import signal
-import socket
 import sys
-import threading
 import time
-import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 import redis
 
+from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore
-from .handlers import HandlerNotFound, HandlerRegistry, JobNotAllowed
+from .failures import FailurePolicy
+from .handlers import HandlerRegistry
+from .identity import current_identity
+from .keeper import Keeper, KeeperSettings
+from .link import Announcer, PipelinedLink, worker_client_kwargs
 from .logs import JobLog
-from .payload import Job, PayloadError
-from .queue import FetchResult, Queue, ReleaseEntry, Reserved, RestartSignal, redacted_url
+from .notes import RunningNote, remove_stale_notes
+from .outage import Backoff, Outage, describe, is_transient
+from .payload import Job
+from .protocol import FetchResult, ReleaseEntry, Reserved, RestartSignal, ack, client_runner, deregister, release
+from .queue import redacted_url
+from .reservations import Reservations
+from .signals import WakeUp, WorkerSignals
+from .timeouts import HandlerGuard
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-
-
-class JobTimeout(BaseException):
-    """Raised inside a handler that ran past its timeout (BaseException: `except Exception` won't swallow it)."""
-
-
-class JobInterrupted(BaseException):
-    """Raised inside a handler when the worker must stop now (second signal or drain deadline)."""
-
-
-class _WakeUp(BaseException):
-    """Breaks an idle blocking wait when a signal arrives."""
+EXIT_CONFIG = 1
 
 
 @dataclass
@@ -69,569 +59,327 @@ class WorkerOptions:
     heartbeat_interval: float = 2.0
     timeout_grace: float = 5.0
     log_format: str = "plain"
+    prefix: str = "queuefleet"
 
 
 class Worker:
-    def __init__(
-        self,
-        queue: Queue,
-        store: FailedJobStore,
-        options: WorkerOptions,
-        *,
-        stdout: TextIO | None = None,
-        stderr: TextIO | None = None,
-        exit: Callable[[int], Any] = os._exit,
-    ) -> None:
-        self.queue = queue
-        self.store = store
+    def __init__(self, redis_url: str, store: FailedJobStore, options: WorkerOptions, *,
+                 stdout: TextIO | None = None, stderr: TextIO | None = None,
+                 exit: Callable[[int], Any] = os._exit) -> None:
         self.opt = options
-        self.handlers = HandlerRegistry(options.allowed)
+        self.identity = current_identity()
         self.log = JobLog(stdout, fmt=options.log_format, pool=options.name)
         self.stderr = stderr or sys.stderr
         self._hard_exit = exit
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.id = f"{self.host}:{self.pid}"
-        self.lease_ms = int(options.lease * 1000)
-        self.connection_name = redacted_url(queue.url)
-
+        self.where = redacted_url(redis_url)
+        self.link = PipelinedLink(redis_url)
+        self.keeper_client = redis.Redis.from_url(redis_url, **worker_client_kwargs())
+        self.outage = Outage(self.log, self.where)
+        self.backoff = Backoff()
+        self.guard = HandlerGuard()
+        self.signals = WorkerSignals(self.guard)
+        self.announcer = Announcer(redis_url)
+        self.note = RunningNote(self.identity.pid, self.identity.instance)
+        self.reservations = Reservations(self.link, self.announcer, self.note, options.prefix, self.identity, options.queues, options.lease, self.log)
+        self.runner = JobRunner(HandlerRegistry(options.allowed), self.guard, self.log, default_tries=options.tries,
+                                default_timeout=options.timeout, max_lost=options.max_lost)
+        self.failures = FailurePolicy(self.runner, store, self.where, self.log, backoff=options.backoff, stderr=self.stderr)
+        self.keeper = Keeper(
+            self.keeper_client,
+            KeeperSettings(options.prefix, options.lease, min(options.heartbeat_interval, options.lease / 3),
+                           max(10, int(options.heartbeat_interval * 5)), options.timeout_grace, options.drain_timeout),
+            self.identity, self.reservations, self.guard, self.signals, self.outage, self.log,
+            self._heartbeat_fields, self._stuck, self.stderr,
+        )
         self.processed = 0
-        self.failed = 0
         self.started_at = time.time()
-        self.stop_reason: str | None = None
         self.exit_code = 0
-        self.paused = False
-
-        self._held: dict[str, tuple[str, str, str]] = {}
-        self._lost: set[str] = set()
-        self._acks: list[tuple[str, str, str]] = []
-        self._ack_lock = threading.Lock()  # the keeper flushes acks while a long job runs
-        self._batch: deque[Reserved] = deque()
-        self._seen = (RestartSignal(), RestartSignal())  # global and per-host, as at boot
-        self._remote_restart: tuple[int, str] | None = None
-        self._current: Job | None = None
-        self._current_entry: Reserved | None = None
-        self._current_started = 0.0
-        self._current_timeout = 0.0
-        self._in_handler = False
-        self._blocking = False
-        self._signals = 0
-        self._stop_signal_at = 0.0
-        self._runtime_ewma = options.batch_seconds  # unknown jobs count as slow: start with batches of one
-        self._last_ack_flush = time.monotonic()
+        self._seen = (RestartSignal(), RestartSignal())
+        self._current_job = ("", "")
+        self._idle_looks = 0
         self._last_memory_check = 0.0
-        self._redis_down_since: float | None = None
-        self._redis_pause = 0.1
-        self._idle_waits = 0
-        self._keeper_stop = threading.Event()
-        self._bookkeeping = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self.identity.worker_id
 
     # -- lifecycle --------------------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
-        self._seen = self._retry_redis(lambda: self.queue.restart_signals(self.host))
-        self._retry_redis(lambda: self._heartbeat(self.queue.redis))
-        keeper = threading.Thread(target=self._keeper, name="queuefleet-keeper", daemon=True)
-        keeper.start()
-        self.log.event(
-            "starting",
-            f"worker {self.id} pool={self.opt.name} release={self.opt.release or '-'} queues={','.join(self.opt.queues)}",
-        )
+        self.signals.install()
+        self.note.open()
+        remove_stale_notes()
+        if not self._boot():
+            return self.exit_code
+        self.keeper.start()
+        self.log.event("starting", f"worker {self.id} pool={self.opt.name} release={self.opt.release or '-'} "
+                                   f"queues={','.join(self.opt.queues)}")
         deadline = time.monotonic() + self.opt.max_time if self.opt.max_time else None
         try:
-            while self.stop_reason is None:
-                if self.paused:
-                    self._idle_paused()
+            while not self.signals.stopping:
+                try:
+                    self._step()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._redis_lost(exc)
                     continue
-                if not self._batch and not self._refill():
-                    continue
-                if not self._batch:
-                    continue
-                self._run_one(self._batch.popleft())
                 self._after_job(deadline)
         finally:
-            self._shutdown(keeper)
+            self._shutdown()
         return self.exit_code
 
+    def _boot(self) -> bool:
+        """Wait for Redis (logged once) instead of exiting: supervisor gives up on a worker that exits fast."""
+        while not self.signals.stopping:
+            try:
+                self.link.command("PING")
+                result = self._fetch(0)
+                self._seen = (result.restart, result.host_restart)
+                self.keeper.tick()  # heartbeat (a write: an OOM Redis is waited out here), dead predecessors reaped
+                self.outage.back()
+                return True
+            except redis.AuthenticationError as exc:
+                print(f"queue: Redis at {self.where} refused the credentials: {describe(exc)}", file=self.stderr, flush=True)
+                self.exit_code = EXIT_CONFIG
+                return False
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.outage.lost(exc, waiting=True)
+                self.link.unknown()
+                self.backoff.pause(lambda: self.signals.stopping)
+        self.log.event("stopping", f"worker {self.id} exits before it started: {self.signals.stop_reason}")
+        return False
+
+    def _step(self) -> None:
+        if self.signals.paused:
+            self._pause()
+            return
+        entry = self.reservations.take()
+        if entry is None:
+            entry = self._reserve()
+            if entry is None:
+                return
+        self._process(entry)
+
     def _after_job(self, deadline: float | None) -> None:
-        if self.opt.once:
-            self._stop("--once: one job done")
-        elif self.opt.max_jobs and self.processed + self.failed >= self.opt.max_jobs:
-            self._stop(f"--max-jobs {self.opt.max_jobs} reached")
+        opt, done = self.opt, self.processed + self.failures.failed
+        if opt.once and done:
+            self.signals.stop("--once: one job done")
+        elif opt.max_jobs and done >= opt.max_jobs:
+            self.signals.stop(f"--max-jobs {opt.max_jobs} reached")
         elif deadline is not None and time.monotonic() >= deadline:
-            self._stop(f"--max-time {self.opt.max_time:g}s reached")
+            self.signals.stop(f"--max-time {opt.max_time:g}s reached")
         now = time.monotonic()
-        if now - self._last_memory_check >= 0.1:
+        if opt.memory and now - self._last_memory_check >= 0.1:
             self._last_memory_check = now
             rss_mb = rss_bytes() / (1024 * 1024)
-            if self.opt.memory and rss_mb >= self.opt.memory:
-                self._stop(f"memory {rss_mb:.0f}MB >= --memory {self.opt.memory}MB")
-        if self._acks and now - self._last_ack_flush > 0.2:
-            self._flush_acks()
+            if rss_mb >= opt.memory:
+                self.signals.stop(f"memory {rss_mb:.0f}MB >= --memory {opt.memory}MB")
 
-    def _stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-
-    def _shutdown(self, keeper: threading.Thread) -> None:
-        unstarted = list(self._batch)
-        self._batch.clear()
+    def _shutdown(self) -> None:
+        self.keeper.stop()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.reservations.give_back_waiting()
+                self.reservations.settle()
+                break
+            except Exception as exc:  # noqa: BLE001
+                if not is_transient(exc) or time.monotonic() > deadline:
+                    self.log.event("error", f"could not hand back or ack {self.reservations.held_count()} job(s) before "
+                                            f"exit ({describe(exc)}); their leases run out and they run again")
+                    break
+                self.link.unknown()
+                time.sleep(0.2)
+        if self.keeper.is_alive():
+            self.keeper.join(timeout=5)
         try:
-            self._retry_redis(lambda: self._give_back(unstarted), attempts=5)
-            self._retry_redis(self._flush_acks, attempts=5)
-        except REDIS_ERRORS as exc:
-            self.log.event("error", f"could not hand jobs back before exit: {exc}; their leases expire and they run again")
-        self._keeper_stop.set()
-        keeper.join(timeout=5)
-        try:
-            self.queue.redis.delete(self.queue.key("worker", self.id))
-            self.queue.redis.srem(self.queue.key("workers"), self.id)
-        except REDIS_ERRORS:
+            deregister(client_runner(self.keeper_client), self.opt.prefix, self.id, self.identity.namespace,
+                       self.identity.registry_value(self.opt.queues), self.identity.token_base)
+        except redis.RedisError:
             pass
-        self.log.event(
-            "stopping",
-            f"worker {self.id} exits: {self.stop_reason or 'stopped'}",
-            processed=self.processed,
-            failed=self.failed,
-        )
-        self.log.flush()
+        self.log.event("stopping", f"worker {self.id} exits: {self.signals.stop_reason or 'stopped'}",
+                       processed=self.processed, failed=self.failures.failed)
+        self.link.close()
+        self.announcer.close()
+        self.note.remove()
 
     # -- reserving ---------------------------------------------------------------
 
-    def _batch_size(self) -> int:
-        if self.opt.once:
-            return 1
-        size = int(self.opt.batch_seconds / max(self._runtime_ewma, 1e-6))
-        if self.opt.max_jobs:
-            size = min(size, self.opt.max_jobs - self.processed - self.failed)
-        return max(1, min(self.opt.prefetch, size))
+    def _fetch(self, max_jobs: int) -> FetchResult:
+        return self.reservations.fetch(max_jobs)
 
-    def _refill(self) -> bool:
-        """Ack what is done and reserve the next batch; wait when there is nothing."""
-        acks = self._take_acks()
-        try:
-            result = self.queue.fetch(
-                self.opt.queues,
-                worker_id=self.id,
-                max_jobs=self._batch_size(),
-                host=self.host,
-                lease_ms=self.lease_ms,
-                acks=acks,
-            )
-        except REDIS_ERRORS as exc:
-            self._return_acks(acks)
-            self._redis_lost(exc)
-            return False
-        self._redis_back()
-        self._last_ack_flush = time.monotonic()
-        for entry in acks:
-            self._held.pop(entry[1], None)
-        self._note_stale(result.stale)
-        for job in result.jobs:
-            self._held[job.id] = (job.queue, job.id, job.token)
+    def _reserve(self) -> Reserved | None:
+        opt = self.opt
+        limit = 1 if opt.once else (opt.max_jobs - self.processed - self.failures.failed if opt.max_jobs else 0)
+        result = self._fetch(self.reservations.batch_size(opt.batch_seconds, opt.prefetch, limit))
+        self.outage.back()
+        self.backoff.reset()
         if self._restart_due(result.restart, result.host_restart):
-            self._give_back(result.jobs)
-            return False
-        if result.jobs:
-            self._batch.extend(result.jobs)
-            return True
+            self.reservations.give_back_waiting()
+            return None
+        entry = self.reservations.take()
+        if entry is not None:
+            self._idle_looks = 0
+            if self.reservations.waiting:
+                self.keeper.watch_waiting()
+            return entry
         self.log.flush()
-        if self.opt.stop_when_empty:
-            self._stop("--stop-when-empty: queues are empty")
-            return False
-        self._wait(result)
-        if self.opt.once:
-            # --once with nothing to do: one more look after the wait, then exit.
-            self._idle_waits += 1
-            if self._idle_waits > 1:
-                self._stop("--once: no job arrived")
-        return False
+        if opt.stop_when_empty:
+            self.signals.stop("--stop-when-empty: queues are empty")
+        elif opt.once and self._idle_looks >= 1:
+            self.signals.stop("--once: no job arrived")
+        else:
+            self._idle_looks += 1
+            self._wait(result)
+        return None
 
     def _wait(self, result: FetchResult) -> None:
-        timeout = self.opt.sleep
+        """Block until a push wakes us, a delayed job comes due, or --sleep passes."""
+        timeout = min(self.opt.sleep, self.link.socket_timeout - 1)
         if result.next_due_ms >= 0:
             timeout = min(timeout, max(0.001, (result.next_due_ms - result.now_ms) / 1000))
-        if self.stop_reason is not None or self.paused:
+        if self.signals.stopping or self.signals.paused or timeout <= 0:
             return
-        self._blocking = True
+        self.signals.blocking = True
         try:
-            if self.stop_reason is None:
-                self.queue.wait(self.opt.queues, timeout)
-        except _WakeUp:
-            pass
-        except REDIS_ERRORS as exc:
-            self._blocking = False
-            self._redis_lost(exc)
+            if not self.signals.stopping and not self.signals.paused:
+                self.link.command("BRPOP", *result.wait_keys, round(timeout, 3))
+        except WakeUp:
+            self.link.unknown()
         finally:
-            self._blocking = False
+            self.signals.blocking = False
 
     def _restart_due(self, *signals: RestartSignal) -> bool:
-        """Exit for a newer restart signal, unless this process already runs its release."""
+        """Exit for a restart signal other than the ones seen at boot, unless already on its release."""
         seen = list(self._seen)
         for i, signal_ in enumerate(signals):
-            if signal_.generation <= seen[i].generation:
+            if not signal_.id or signal_.id == seen[i].id:
                 continue
             if signal_.release and signal_.release == self.opt.release:
                 seen[i] = signal_  # already on that release: nothing to do
                 continue
-            scope = "all workers" if i == 0 else f"host {self.host}"
-            self._stop(f"restart signal for {scope} (generation {signal_.generation}, release {signal_.release or '-'})")
+            scope = "all workers" if i == 0 else f"host {self.identity.host}"
+            self.signals.stop(f"restart signal for {scope} (generation {signal_.generation}, release {signal_.release or '-'})")
             return True
         self._seen = (seen[0], seen[1])
         return False
 
-    def _give_back(self, jobs: list[Reserved]) -> None:
-        """Return reserved but unstarted jobs to the head of their queues, attempt not counted."""
-        if not jobs:
+    # -- running and settling one job ----------------------------------------------
+
+    def _process(self, entry: Reserved) -> None:
+        self.reservations.begin(entry)
+        try:
+            outcome = self.runner.run(entry)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must fail this job, not crash-loop the worker
+            print(f"queuefleet: internal error on job {entry.id[:80]}: {exc.__class__.__name__}: {exc}", file=self.stderr, flush=True)
+            outcome = Outcome(Kind.MALFORMED, error=f"queuefleet could not process this job: {exc.__class__.__name__}: {exc}")
+        self._settle(entry, outcome)
+
+    def _settle(self, entry: Reserved, outcome: Outcome) -> None:
+        """Record what happened to `entry`; Redis outages are waited out, never turned into a lost job."""
+        if self.reservations.current_lease_lost:
+            job = outcome.job
+            self.log.job("lease-lost", entry.id, job.job if job else "-", entry.queue, entry.attempts, outcome.runtime,
+                         outcome=outcome.kind.value)
+            self.reservations.dropped(entry)
             return
-        entries = [ReleaseEntry(j.queue, j.id, j.token, count_attempt=False, front=True) for j in reversed(jobs)]
-        self._note_stale(self.queue.release(entries))
-        for j in jobs:
-            self._held.pop(j.id, None)
-
-    def _take_acks(self) -> list[tuple[str, str, str]]:
-        with self._ack_lock:
-            acks, self._acks = self._acks, []
-        return acks
-
-    def _return_acks(self, acks: list[tuple[str, str, str]]) -> None:
-        with self._ack_lock:
-            self._acks[:0] = acks
+        if outcome.kind is Kind.DONE:
+            assert outcome.job is not None
+            self.processed += 1
+            self.reservations.finished(entry, outcome.runtime)
+            self.log.job("done", entry.id, outcome.job.job, entry.queue, entry.attempts, outcome.runtime)
+            return
+        settle = {
+            Kind.ERROR: lambda: self.failures.failed_attempt(entry, outcome, self.reservations.release, self._ack),
+            Kind.INTERRUPTED: lambda: self.failures.interrupted(entry, outcome, self.reservations.release),
+        }.get(outcome.kind, lambda: self.failures.fail(entry, outcome, self.reservations.release, self._ack))
+        if outcome.kind is Kind.ERROR:
+            self.reservations.runtime_ewma = 0.8 * self.reservations.runtime_ewma + 0.2 * outcome.runtime
+        self._until_redis_answers(settle)
 
     def _ack(self, entry: Reserved) -> None:
-        with self._ack_lock:
-            self._acks.append((entry.queue, entry.id, entry.token))
+        self.reservations.ack_now(entry)
 
-    def _flush_acks(self, client: redis.Redis | None = None) -> None:
-        acks = self._take_acks()
-        if not acks:
-            return
-        try:
-            stale = self.queue.ack(acks) if client is None else self.queue.ack(acks, client)
-        except REDIS_ERRORS:
-            self._return_acks(acks)
-            raise
-        self._last_ack_flush = time.monotonic()
-        for entry in acks:
-            self._held.pop(entry[1], None)
-        self._note_stale(stale)
-
-    def _note_stale(self, ids: list[str]) -> None:
-        for job_id in ids:
-            self._held.pop(job_id, None)
-            self.log.event("lease", f"lease on job {job_id} was lost before it was acked: another worker may run it again")
-
-    # -- running one job -------------------------------------------------------
-
-    def _run_one(self, entry: Reserved) -> None:
-        if entry.id in self._lost:
-            self._lost.discard(entry.id)
-            self._held.pop(entry.id, None)
-            return
-        if not entry.raw:
-            self._fail_malformed(entry, f"no payload is stored for job id {entry.id!r} (malformed or foreign entry in queue {entry.queue!r})")
-            return
-        try:
-            job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
-        except PayloadError as exc:
-            self._fail_malformed(entry, str(exc))
-            return
-        if job.failure is not None:
-            # This job already failed for good; only storing it did not work (database
-            # outage). Store it now rather than run the handler again.
-            self._fail(entry, job, job.failure, runtime=0.0)
-            return
-        max_tries = job.max_tries if job.max_tries is not None else self.opt.tries
-        if job.lost >= self.opt.max_lost and self.opt.max_lost:
-            self._fail(entry, job, f"the worker running this job was lost {job.lost} times (killed or crashed); giving up", runtime=0.0)
-            return
-        if max_tries and job.attempts > max_tries:
-            self._fail(entry, job, f"job has been attempted {job.attempts - 1} times, more than its {max_tries} tries", runtime=0.0)
-            return
-        try:
-            handler = self.handlers.resolve(job.job)
-        except JobNotAllowed as exc:
-            self._fail(entry, job, str(exc), runtime=0.0)  # permanent: never spend retries on it
-            return
-        except HandlerNotFound as exc:
-            # Retried like any failure: during a rolling deploy a producer on new code
-            # may push a job this worker's older code does not have yet.
-            self._failed_attempt(entry, job, f"HandlerNotFound: {exc}", 0.0, max_tries)
-            return
-
-        timeout = float(job.timeout or self.opt.timeout)
-        self.log.job("start", job.id, job.job, job.queue, job.attempts)
-        self._current, self._current_entry = job, entry
-        self._current_timeout = timeout
-        start = self._current_started = time.monotonic()
-        error: str | None = None
-        interrupted = False
-        try:
-            if timeout > 0:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            self._in_handler = True
-            try:
-                handler(job.data)
-            finally:
-                self._in_handler = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except JobTimeout:
-            error = f"JobTimeout: {job.job} ran longer than its timeout of {timeout:g}s and was stopped"
-        except JobInterrupted:
-            interrupted = True
-        except Exception as exc:  # the handler's own failure
-            error = "".join(traceback.format_exception(exc)).rstrip()
-            if len(error) > 20000:
-                error = error[:10000] + "\n...\n" + error[-10000:]
-        runtime = time.monotonic() - start
-        self._runtime_ewma = 0.8 * self._runtime_ewma + 0.2 * runtime
-        with self._bookkeeping:
-            self._current = self._current_entry = None
-            if interrupted:
-                self._retry_redis(lambda: self._give_back([entry]))
-                self.log.job("released", job.id, job.job, job.queue, job.attempts, runtime, reason="stopping")
-                return
-            if entry.id in self._lost:
-                self._lost.discard(entry.id)
-                self.log.job("lease-lost", job.id, job.job, job.queue, job.attempts, runtime)
-                return
-            if error is None:
-                self.processed += 1
-                self._ack(entry)
-                self.log.job("done", job.id, job.job, job.queue, job.attempts, runtime)
-            else:
-                self._failed_attempt(entry, job, error, runtime, max_tries)
-
-    def _failed_attempt(self, entry: Reserved, job: Job, error: str, runtime: float, max_tries: int) -> None:
-        job.errors.append({"attempt": job.attempts, "at": time.time(), "error": _summary(error)})
-        print(f"job {job.id} ({job.job}) attempt {job.attempts} failed:\n{error}", file=self.stderr, flush=True)
-        if max_tries and job.attempts >= max_tries:
-            self._fail(entry, job, error, runtime)
-            return
-        delay = _backoff_for(job.backoff or self.opt.backoff, job.attempts)
-        self.failed += 1
-        release = ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode())
-        stale = self._retry_redis(lambda: self.queue.release([release]))
-        self._held.pop(entry.id, None)
-        self._note_stale(stale)
-        self.log.job("retry", job.id, job.job, job.queue, job.attempts, runtime, delay=f"{delay:g}s", error=_summary(error, 200))
-
-    def _fail(self, entry: Reserved, job: Job, error: str, runtime: float) -> None:
-        """Store the job in failed_jobs, then ack it. A database outage never drops the job."""
-        self.failed += 1
-        if not job.errors or job.errors[-1].get("attempt") != job.attempts:
-            job.errors.append({"attempt": job.attempts, "at": time.time(), "error": _summary(error)})
-        job.failure = None
-        payload = job.encode()
-        job.failure = error
-        if not self._record(job.id, job.queue, payload, error, entry, hold_payload=job.encode()):
-            return
-        self._ack(entry)
-        self.log.job("failed", job.id, job.job, job.queue, job.attempts, runtime, error=_summary(error, 200))
-
-    def _fail_malformed(self, entry: Reserved, reason: str) -> None:
-        self.failed += 1
-        raw = entry.raw.decode("utf-8", "replace") if isinstance(entry.raw, bytes) else str(entry.raw)
-        uuid = entry.id if len(entry.id) <= 36 else entry.id[:36]
-        if not self._record(uuid, entry.queue, raw or entry.id, f"PayloadError: {reason}", entry):
-            return
-        self._ack(entry)
-        self.log.job("failed", entry.id[:64], "-", entry.queue, entry.attempts, 0.0, error=reason)
-
-    def _record(self, uuid: str, queue: str, payload: str, error: str, entry: Reserved, hold_payload: str | None = None) -> bool:
-        try:
-            self.store.record(uuid=uuid, connection=self.connection_name, queue=queue, payload=payload, exception=error)
-            return True
-        except Exception as exc:  # noqa: BLE001 - any database failure must keep the job
-            self.log.event("error", f"cannot store failed job {uuid} ({exc.__class__.__name__}: {_summary(str(exc), 200)}); job kept in Redis, retried in 10s")
-            if hold_payload is None:
-                hold_payload = payload if payload.startswith("{") else ""
-            hold = ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=10_000, count_attempt=False, payload=hold_payload)
-            self._note_stale(self._retry_redis(lambda: self.queue.release([hold])))
-            self._held.pop(entry.id, None)
-            return False
-
-    # -- paused and idle ---------------------------------------------------------
-
-    def _idle_paused(self) -> None:
-        if self._batch:
-            unstarted = list(self._batch)
-            self._batch.clear()
-            self._retry_redis(lambda: self._give_back(unstarted))
-        if self._acks:
-            self._retry_redis(self._flush_acks)
-        self.log.flush()
-        deadline = time.monotonic() + 0.2
-        while self.paused and self.stop_reason is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    # -- Redis outages -----------------------------------------------------------
-
-    def _retry_redis(self, call: Callable[[], Any], attempts: int = 0) -> Any:
-        """Run `call`, retrying with capped, jittered backoff while Redis is unreachable."""
-        tries = 0
+    def _until_redis_answers(self, action: Callable[[], None]) -> None:
         while True:
             try:
-                result = call()
-                self._redis_back()
-                return result
-            except REDIS_ERRORS as exc:
-                tries += 1
-                if attempts and tries >= attempts:
+                action()
+                self.outage.back()
+                self.backoff.reset()
+                return
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                self._redis_lost(exc)
+                self._redis_lost(exc, stopping_ok=False)
 
-    def _redis_lost(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self._redis_down_since is None:
-            self._redis_down_since = now
-            self._redis_pause = 0.1
-            self.log.event("redis", f"lost Redis at {self.connection_name}: {exc}; reconnecting with backoff")
-        pause = self._redis_pause
-        self._redis_pause = min(self._redis_pause * 2, 5.0)
-        end = now + pause * (0.5 + random.random() / 2)
-        while time.monotonic() < end and (self.stop_reason is None or self._acks or self._batch):
+    def _redis_lost(self, exc: BaseException, *, stopping_ok: bool = True) -> None:
+        """Log once, wait the next backoff, and put the link's state right once Redis answers."""
+        self.outage.lost(exc)
+        self.link.unknown()
+        self.backoff.pause(lambda: stopping_ok and self.signals.stopping)
+        try:
+            self.reservations.recover()
+        except Exception as again:
+            if not is_transient(again):
+                raise
+            self.link.unknown()
+
+    # -- paused --------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        self.reservations.give_back_waiting()
+        self.reservations.settle()
+        self.log.flush()
+        deadline = time.monotonic() + 0.2
+        while self.signals.paused and not self.signals.stopping and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def _redis_back(self) -> None:
-        if self._redis_down_since is not None:
-            down = time.monotonic() - self._redis_down_since
-            self._redis_down_since = None
-            self.log.event("redis", f"Redis is back after {down:.1f}s")
+    # -- keeper callbacks ------------------------------------------------------------
 
-    # -- signals -----------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGUSR2, self._on_pause)
-        signal.signal(signal.SIGCONT, self._on_resume)
-        signal.signal(signal.SIGALRM, self._on_alarm)
-
-    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
-            self._stop_signal_at = time.monotonic()
-            self._stop(f"{name} received")
-            if self._blocking:
-                raise _WakeUp()
-        elif self._in_handler:
-            raise JobInterrupted()
-
-    def _on_pause(self, _signum: int, _frame: Any) -> None:
-        self.paused = True
-        if self._blocking:
-            raise _WakeUp()
-
-    def _on_resume(self, _signum: int, _frame: Any) -> None:
-        self.paused = False
-
-    def _on_alarm(self, _signum: int, _frame: Any) -> None:
-        if self._in_handler:
-            raise JobTimeout()
-
-    # -- keeper thread -------------------------------------------------------------
-
-    def _keeper(self) -> None:
-        interval = min(self.opt.heartbeat_interval, self.opt.lease / 3)
-        client = self.queue.redis
-        while not self._keeper_stop.wait(interval):
-            try:
-                lost = self.queue.extend(list(self._held.values()), self.lease_ms, client)
-                for job_id in lost:
-                    self._lost.add(job_id)
-                    self._held.pop(job_id, None)
-                self._heartbeat(client)
-                if self._acks and self._current is not None and time.monotonic() - self._current_started > 0.25:
-                    # Jobs finished earlier in this batch: don't let them wait behind a long one.
-                    self._flush_acks(client)
-            except REDIS_ERRORS:
-                pass  # the main loop reports outages; leases are re-extended on the next tick
-            except Exception as exc:  # noqa: BLE001 - the keeper must not die silently
-                print(f"queuefleet keeper: {exc.__class__.__name__}: {exc}", file=self.stderr, flush=True)
-            self.log.flush()
-            self._watchdog()
-
-    def _heartbeat(self, client: redis.Redis) -> None:
-        job = self._current
-        state = "paused" if self.paused else ("busy" if job is not None else "idle")
-        fields = {
-            "id": self.id,
-            "host": self.host,
-            "pid": self.pid,
-            "pool": self.opt.name,
-            "release": self.opt.release,
-            "queues": ",".join(self.opt.queues),
-            "state": state,
-            "job": job.job if job else "",
-            "job_id": job.id if job else "",
-            "processed": self.processed,
-            "failed": self.failed,
-            "started": f"{self.started_at:.3f}",
-            "last_seen": f"{time.time():.3f}",
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        current = self.reservations.current
+        busy = current is not None and self.guard.in_handler
+        state = "paused" if self.signals.paused else ("busy" if busy else "idle")
+        return {
+            "id": self.id, "host": self.identity.host, "pid": self.identity.pid, "pool": self.opt.name,
+            "release": self.opt.release, "queues": ",".join(self.opt.queues), "state": state,
+            "job": self.guard.job_name if busy else "", "job_id": self.guard.job_id if busy else "",
+            "processed": self.processed, "failed": self.failures.failed,
+            "started": f"{self.started_at:.3f}", "last_seen": f"{time.time():.3f}",
         }
-        key = self.queue.key("worker", self.id)
-        pipe = client.pipeline(transaction=False)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, max(10, int(self.opt.heartbeat_interval * 5)))
-        pipe.sadd(self.queue.key("workers"), self.id)
-        pipe.execute()
 
-    def _watchdog(self) -> None:
-        """Last resort for a handler that does not return to Python (stuck in C code)."""
-        job, entry = self._current, self._current_entry
-        if job is None or entry is None:
-            return
-        now = time.monotonic()
-        overdue = self._current_timeout > 0 and now - self._current_started > self._current_timeout + self.opt.timeout_grace
-        draining = (
-            self.opt.drain_timeout > 0
-            and self._stop_signal_at
-            and now - self._stop_signal_at > self.opt.drain_timeout
-        )
-        if draining and self._signals == 1:
-            self._signals += 1  # the drain deadline acts as the second signal
-            os.kill(self.pid, signal.SIGTERM)
-            return
-        if not overdue and not (draining and now - self._stop_signal_at > self.opt.drain_timeout + self.opt.timeout_grace):
-            return
-        with self._bookkeeping:
-            if self._current is not job:
-                return
-            if overdue:
-                error = f"JobTimeout: {job.job} ran past its timeout of {self._current_timeout:g}s and did not stop; the worker exits"
-                max_tries = job.max_tries if job.max_tries is not None else self.opt.tries
-                self._in_handler = False
-                try:
-                    self._failed_attempt(entry, job, error, now - self._current_started, max_tries)
-                    self._flush_acks()
-                except Exception as exc:  # noqa: BLE001
-                    print(f"queuefleet watchdog: {exc}", file=self.stderr, flush=True)
-                code = 1
-            else:
-                try:
-                    self._give_back([entry])
-                except Exception as exc:  # noqa: BLE001
-                    print(f"queuefleet watchdog: {exc}", file=self.stderr, flush=True)
-                code = 0
-            self.log.event("stopping", f"worker {self.id} exits: handler of job {job.id} did not stop")
-            self.log.flush()
-            self._hard_exit(code)
+    def _stuck(self, overdue: bool) -> None:
+        """Watchdog (keeper thread): the handler ignores its timeout, or the drain deadline
+        passed and it ignores the interruption. Record the attempt, then end the process.
+        (Its reserved-ahead jobs go back unblamed when the restarted worker reaps them.)"""
+        entry = self.reservations.current
+        run = client_runner(self.keeper_client)
+        prefix = self.opt.prefix
 
+        def release_now(_entry: Reserved, release_entry: ReleaseEntry) -> bool:
+            return not release(run, prefix, [release_entry])
 
-def _backoff_for(backoff: list[float], attempt: int) -> float:
-    if not backoff:
-        return 0.0
-    return backoff[min(attempt, len(backoff)) - 1] if attempt >= 1 else backoff[0]
+        def ack_now(done: Reserved) -> None:
+            ack(run, prefix, [done.key])
 
-
-def _summary(error: str, limit: int = 2000) -> str:
-    """The last meaningful line of an error (SQLAlchemy appends a link line: skip it)."""
-    lines = [line for line in error.strip().splitlines() if line.strip() and not line.lstrip().startswith("(Background on this error")]
-    last = lines[-1] if lines else error
-    return last if len(last) <= limit else last[: limit - 3] + "..."
+        if entry is not None:
+            try:
+                if overdue:
+                    job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
+                    error = (f"JobTimeout: {job.job} ran past its timeout of {self.guard.timeout:g}s and did not stop; "
+                             "the worker exits")
+                    self.failures.failed_attempt(entry, Outcome(Kind.ERROR, job, error, self.guard.running_for()),
+                                                 release_now, ack_now)
+                else:
+                    release_now(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True))
+            except Exception as exc:  # noqa: BLE001
+                print(f"queuefleet watchdog: {exc.__class__.__name__}: {exc}", file=self.stderr, flush=True)
+        self.log.event("stopping", f"worker {self.id} exits: handler of job {self.guard.job_id} ({self.guard.job_name}) did not stop")
+        self.log.flush()
+        self._hard_exit(1 if overdue else 0)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -646,3 +394,4 @@ def rss_bytes() -> int:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+

@@ -1,81 +1,85 @@
--- Ack finished jobs, move due delayed jobs and expired leases back to ready,
--- then reserve up to max_n jobs from the queues in strict priority order.
+-- Ack finished jobs, move due delayed jobs and expired leases back to ready, then
+-- reserve jobs in strict priority order: up to max_n from the first queue, or,
+-- when it is empty, one job from the first lower queue that has one. (Only the top
+-- queue is reserved ahead: nothing can outrank it, so holding its jobs never keeps
+-- a higher-priority job waiting.)
 -- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks,
 --       (queue, id, token) * n_acks, queue1, queue2, ...
--- Returns {restart, host_restart, next_due_ms, now_ms, stale_ids, token, jobs}
--- where restart and host_restart are {generation, release} of the global and
--- this host's restart signals
--- where jobs is a flat list of (queue, id, attempts, lost, payload) and an
--- empty payload means the id had no payload stored (a malformed entry).
-local prefix, token_base, host = ARGV[1], ARGV[2], ARGV[3]
+-- Returns {restart, host_restart, next_due_ms, now_ms, lost_ids, token, jobs, wait_keys, running_key}:
+-- restart and host_restart are {generation, release, id} of the global and this
+-- host's restart signals; jobs is a flat list of (queue, id, attempts, lost, suspect, payload)
+-- where an empty payload means the id had none stored (a malformed entry), and
+-- wait_keys (only when nothing was reserved) are the lists to block on for a push,
+-- and running_key is where this worker names a suspect job before it starts it
+-- (a plain SET, sent ahead without waiting: see reservations.py).
+local p, token_base, host = ARGV[1], ARGV[2], ARGV[3]
 local lease, max_n, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local n_acks = tonumber(ARGV[7])
-local stale = ack_entries(prefix, 8, n_acks)
+local lost_acks = ack_entries(p, 8, n_acks)
 local first_queue = 8 + 3 * n_acks
 local now = now_ms()
 
-local payloads, attempts = prefix .. ':payloads', prefix .. ':attempts'
-local tokens, lost_key = prefix .. ':tokens', prefix .. ':lost'
-local next_due = -1
 for qi = first_queue, #ARGV do
   local queue = ARGV[qi]
-  local ready = queue_key(prefix, queue)
-  local delayed = queue_key(prefix, queue, 'delayed')
-  local reserved = queue_key(prefix, queue, 'reserved')
+  local delayed = K.delayed(p, queue)
   local due = redis.call('ZRANGE', delayed, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   if #due > 0 then
     redis.call('ZREM', delayed, unpack(due))
-    redis.call('LPUSH', ready, unpack(due))
+    redis.call('LPUSH', K.ready(p, queue), unpack(due))
   end
-  local expired = redis.call('ZRANGE', reserved, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-  if #expired > 0 then
-    redis.call('ZREM', reserved, unpack(expired))
-    for _, id in ipairs(expired) do
-      -- The holder died (or stalled) mid-run: that is not the job's failure,
-      -- so the attempt is given back and counted as "lost" instead.
-      redis.call('HDEL', tokens, id)
-      redis.call('HINCRBY', attempts, id, -1)
-      redis.call('HINCRBY', lost_key, id, 1)
-    end
-    redis.call('LPUSH', ready, unpack(expired))
-  end
+  local expired = redis.call('ZRANGE', K.reserved(p, queue), '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, id in ipairs(expired) do requeue_orphan(p, queue, id) end
 end
 
 local jobs = {}
 local token = ''
-local taken = 0
-if max_n > 0 then
-  token = token_base .. ':' .. redis.call('INCR', prefix .. ':seq')
-  for qi = first_queue, #ARGV do
-    if taken >= max_n then break end
-    local queue = ARGV[qi]
-    local ready = queue_key(prefix, queue)
-    local ids = redis.call('RPOP', ready, max_n - taken)
-    if ids then
-      local reserved = queue_key(prefix, queue, 'reserved')
-      for _, id in ipairs(ids) do
-        redis.call('ZADD', reserved, now + lease, id)
-        redis.call('HSET', tokens, id, token)
-        local n = redis.call('HINCRBY', attempts, id, 1)
-        local payload = redis.call('HGET', payloads, id) or ''
-        local lost = redis.call('HGET', lost_key, id) or '0'
+-- A ready id that is already reserved (an extra copy, as a push retried by old
+-- code could leave) is dropped: the reserved copy runs. So is an id without a
+-- payload that was pushed recently under a producer-given id (it finished).
+local function reserve(queue, count)
+  local ids = redis.call('RPOP', K.ready(p, queue), count)
+  if not ids then return 0 end
+  local reserved = K.reserved(p, queue)
+  local taken = 0
+  for _, id in ipairs(ids) do
+    if redis.call('ZADD', reserved, 'NX', now + lease, id) == 1 then
+      local payload = redis.call('HGET', K.payloads(p), id)
+      if not payload and redis.call('ZSCORE', K.pushed(p), id) then
+        redis.call('ZREM', reserved, id)
+      else
+        taken = taken + 1
+        -- HSET answers 0 when it overwrote a field: the 'suspect' mark of an orphan.
+        local suspect = redis.call('HSET', K.tokens(p), id, token) == 0
         jobs[#jobs + 1] = queue
         jobs[#jobs + 1] = id
-        jobs[#jobs + 1] = n
-        jobs[#jobs + 1] = lost
-        jobs[#jobs + 1] = payload
+        jobs[#jobs + 1] = redis.call('HINCRBY', K.attempts(p), id, 1)
+        jobs[#jobs + 1] = redis.call('HGET', K.lost(p), id) or '0'
+        jobs[#jobs + 1] = suspect and 1 or 0
+        jobs[#jobs + 1] = payload or ''
       end
-      taken = taken + #ids
-      -- More work is waiting: make sure another idle worker wakes up for it.
-      if redis.call('LLEN', ready) > 0 then notify(prefix, queue, 1, 1) end
+    end
+  end
+  -- More work is waiting: make sure another idle worker wakes up for it.
+  if redis.call('LLEN', K.ready(p, queue)) > 0 then notify(p, queue, 1, 1) end
+  return taken
+end
+
+if max_n > 0 then
+  token = token_base .. ':' .. redis.call('INCR', K.seq(p))
+  if reserve(ARGV[first_queue], max_n) == 0 then
+    for qi = first_queue + 1, #ARGV do
+      if reserve(ARGV[qi], 1) > 0 then break end
     end
   end
 end
 
-if taken == 0 then
+local next_due = -1
+local wait_keys = {}
+if #jobs == 0 then
   for qi = first_queue, #ARGV do
-    for _, suffix in ipairs({'delayed', 'reserved'}) do
-      local first = redis.call('ZRANGE', queue_key(prefix, ARGV[qi], suffix), 0, 0, 'WITHSCORES')
+    wait_keys[#wait_keys + 1] = K.notify(p, ARGV[qi])
+    for _, key in ipairs({K.delayed(p, ARGV[qi]), K.reserved(p, ARGV[qi])}) do
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
       if #first > 0 then
         local score = tonumber(first[2])
         if next_due < 0 or score < next_due then next_due = score end
@@ -85,8 +89,8 @@ if taken == 0 then
 end
 
 local function restart_of(key)
-  local r = redis.call('HMGET', key, 'generation', 'release')
-  return {r[1] or '0', r[2] or ''}
+  local r = redis.call('HMGET', key, 'generation', 'release', 'id')
+  return {r[1] or '0', r[2] or '', r[3] or ''}
 end
-return {restart_of(prefix .. ':restart'), restart_of(prefix .. ':restart:host:' .. host),
-        next_due, now, stale, token, jobs}
+return {restart_of(K.restart(p)), restart_of(K.host_restart(p, host)), next_due, now, lost_acks, token, jobs, wait_keys,
+        K.running(p, token_base)}

@@ -1,0 +1,118 @@
+"""What becomes of a job after its attempt: acked, retried after its backoff, or
+stored in failed jobs; and what happens when the failed-jobs database cannot
+take it (the job stays in Redis, nothing is dropped, nothing retried for ever).
+
+Log lines name jobs by id and handler, never by their data.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TextIO
+
+from .execution import JobRunner, Kind, Outcome
+from .failed import FailedJobStore, StoreFailed
+from .logs import JobLog
+from .payload import MAX_ERROR_CHARS, Job
+from .protocol import ReleaseEntry, Reserved
+
+HOLD_FIRST = 10.0  # seconds a job waits in Redis after its failure could not be stored
+HOLD_CAP = 300.0
+
+# How the policy touches Redis: the main loop passes its reservations, the watchdog
+# (which runs while the main thread is stuck) passes direct calls.
+ReleaseFn = Callable[[Reserved, ReleaseEntry], bool]  # False: the lease was lost, nothing released
+AckFn = Callable[[Reserved], None]
+
+
+class FailurePolicy:
+    def __init__(self, runner: JobRunner, store: FailedJobStore, connection_name: str, log: JobLog, *,
+                 backoff: list[float], stderr: TextIO | None = None) -> None:
+        self.runner = runner
+        self.store = store
+        self.connection_name = connection_name
+        self.log = log
+        self.backoff = backoff
+        self.stderr = stderr or sys.stderr
+        self.failed = 0  # failed attempts, retries included (heartbeat field)
+
+    def failed_attempt(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+        """An attempt that raised (or timed out): retry after the backoff while tries are left, else fail."""
+        job = outcome.job
+        assert job is not None
+        self.failed += 1
+        job.note_error(job.attempts, summary(outcome.error))
+        print(f"job {job.id} ({job.job}) attempt {job.attempts} failed:\n{outcome.error}", file=self.stderr, flush=True)
+        max_tries = self.runner.max_tries(job)
+        if max_tries and job.attempts >= max_tries:
+            self._store(entry, job, outcome, release, ack)
+            return
+        delay = backoff_for(job.backoff or self.backoff, job.attempts)
+        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode())):
+            self.log.job("retry", job.id, job.job, job.queue, job.attempts, outcome.runtime, delay=f"{delay:g}s",
+                         error=summary(outcome.error, 200))
+
+    def fail(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+        """No further tries: store it in failed jobs, then ack it."""
+        self.failed += 1
+        if outcome.kind is Kind.MALFORMED:
+            self._store_malformed(entry, outcome, release, ack)
+            return
+        job = outcome.job
+        assert job is not None
+        if outcome.kind is not Kind.STORE and (not job.errors or job.errors[-1].get("attempt") != job.attempts):
+            job.note_error(job.attempts, summary(outcome.error))
+        self._store(entry, job, outcome, release, ack)
+
+    def _store(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+        job.failure, holds = None, job.holds
+        job.holds = 0
+        payload = job.encode()
+        try:
+            how = self.store.record(uuid=job.id, connection=self.connection_name, queue=job.queue, payload=payload,
+                                    exception=outcome.error)
+        except StoreFailed as exc:
+            job.failure, job.holds = outcome.error, holds + 1
+            self._hold(entry, job.id, job.encode(), holds, str(exc), release)
+            return
+        ack(entry)
+        extra = {"stored": how} if how != "stored" else {}
+        self.log.job("failed", job.id, job.job, job.queue, job.attempts, outcome.runtime, error=summary(outcome.error, 200), **extra)
+
+    def _store_malformed(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+        raw = entry.raw.decode("utf-8", "replace") if isinstance(entry.raw, bytes) else str(entry.raw)
+        try:
+            self.store.record(uuid=entry.id, connection=self.connection_name, queue=entry.queue, payload=raw or entry.id,
+                              exception=f"PayloadError: {outcome.error}")
+        except StoreFailed as exc:
+            # Keep it as it is (it is not a job we could re-encode); look again later.
+            self._hold(entry, entry.id, "", 0, str(exc), release)
+            return
+        ack(entry)
+        self.log.job("failed", entry.id[:80], "-", entry.queue, entry.attempts, 0.0, error=summary(outcome.error, 200))
+
+    def _hold(self, entry: Reserved, job_id: str, payload: str, holds: int, reason: str, release: ReleaseFn) -> None:
+        delay = min(HOLD_FIRST * 2**holds, HOLD_CAP)
+        self.log.event("error", f"cannot store failed job {job_id[:80]} ({reason}); job kept in Redis, next try in {delay:g}s")
+        release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), count_attempt=False,
+                                    payload=payload))
+
+    def interrupted(self, entry: Reserved, outcome: Outcome, release: ReleaseFn) -> None:
+        """Stopped by the worker: back to the front of its queue, the attempt not counted."""
+        job = outcome.job
+        assert job is not None
+        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True)):
+            self.log.job("released", job.id, job.job, job.queue, job.attempts, outcome.runtime, reason="stopping")
+
+
+def backoff_for(backoff: list[float], attempt: int) -> float:
+    if not backoff:
+        return 0.0
+    return backoff[min(attempt, len(backoff)) - 1] if attempt >= 1 else backoff[0]
+
+
+def summary(error: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The last meaningful line of an error (SQLAlchemy appends a link line: skip it)."""
+    lines = [line for line in error.strip().splitlines() if line.strip() and not line.lstrip().startswith("(Background on this error")]
+    last = lines[-1] if lines else error
+    return last if len(last) <= limit else last[: limit - 3] + "..."
