@@ -4,6 +4,7 @@ never blame a job for what it did not do."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -528,3 +529,60 @@ def test_a_worker_starts_while_the_database_is_down_and_keeps_failures_in_redis(
     Queue.from_url(redis_url).push(RECORD, {"tag": "runs"})
     wait_for(lambda: executed(r) == ["runs"], what="a job while the database is down")
     assert stop(worker) == 0
+
+
+def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url, r):
+    """A network that stalls and heals can deliver a worker's fetch after the worker gave up
+    on it: Redis reserves jobs for a worker that never hears of them. The worker's next
+    fetch takes them back, instead of leaving them to wait out their lease."""
+    from queuefleet.identity import current_identity
+    from queuefleet.link import PipelinedLink
+    from queuefleet.logs import JobLog
+    from queuefleet.reservations import Reservations
+
+    class LosesOneReply(PipelinedLink):
+        lose = True
+
+        def call(self, name, args):
+            reply = super().call(name, args)
+            if name == "fetch" and self.lose:
+                self.lose = False
+                raise redis.ConnectionError("reply lost on the way back")
+            return reply
+
+    job_id = Queue.from_url(redis_url).push(RECORD, {"tag": "x"})
+    log = io.StringIO()
+    reservations = Reservations(LosesOneReply(redis_url), None, None, "queuefleet", current_identity(), ["default"], 60,
+                                JobLog(log))
+    with pytest.raises(redis.ConnectionError):
+        reservations.fetch(8)
+    assert r.zscore("queuefleet:queue:default:reserved", job_id) is not None  # reserved, the worker does not know it
+    again = reservations.fetch(8)
+    assert [j.id for j in again.jobs] == [job_id] and again.jobs[0].attempts == 1
+    assert again.reclaimed == 1 and "took back 1 job(s)" in log.getvalue()
+
+
+def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(redis_url, r):
+    """No set inside the worker grows with jobs it no longer holds."""
+    from queuefleet.identity import current_identity
+    from queuefleet.link import PipelinedLink
+    from queuefleet.logs import JobLog
+    from queuefleet.reservations import Reservations
+
+    q = Queue.from_url(redis_url)
+    q.push_many([(RECORD, {"tag": str(i)}) for i in range(6)])
+    reservations = Reservations(PipelinedLink(redis_url), None, None, "queuefleet", current_identity(), ["default"], 60,
+                                JobLog(io.StringIO()))
+    reservations.runtime_ewma = 0.001
+    jobs = reservations.fetch(6).jobs
+    assert reservations.held_count() == 6 and reservations.waiting == 6
+    # Two finish, one is given back, and the leases of the rest are lost (another worker took over).
+    for _ in range(2):
+        entry = reservations.take()
+        reservations.finished(entry, 0.001)
+    r.hdel("queuefleet:tokens", *[j.id for j in jobs[2:]])
+    reservations.extended(0.0, reservations.leases(), [j.id for j in jobs[2:]])
+    assert reservations.waiting == 0
+    reservations.settle()
+    assert reservations.held_count() == 0
+    assert reservations.leases() == [] and reservations.returning() == []

@@ -5,7 +5,8 @@ there by the tests). Subcommands print JSON on stdout.
                                   push N jobs `TAG-i` at RATE/s onto `default`
                                   (every FAIL_EVERY-th a failing one, 0 = none;
                                   with SLOW > 0 the others sleep SLOW seconds);
-                                  a push that raises is retried (counted)
+                                  a push that raises is retried (counted) under the
+                                  same job id, so a retry never makes a second job
   probe TAG                       push TAG-probe onto `high` (retrying while Redis
                                   is down) and wait until it ran; seconds taken
   tally TAG                       executions of TAG-* jobs, failed_jobs rows of
@@ -69,7 +70,7 @@ def produce(tag: str, n: int, rate: float, fail_every: int, slow: float = 0.0) -
             job, data["seconds"] = "queuefleet_demo.jobs:slow", slow
         else:
             job = "queuefleet_demo.jobs:fast"
-        retries += push(q, job, data, queue="default", **({"tries": 1} if fail else {}))
+        retries += push(q, job, data, queue="default", id=f"{tag}-{i}", **({"tries": 1} if fail else {}))
         jobs.append([f"{tag}-{i}", "fail" if fail else "fast"])
         retry(lambda: q.redis.set(f"mh:pushed:{tag}", i + 1))
         delay = start + (i + 1) / rate - time.monotonic()

@@ -61,6 +61,7 @@ class FetchResult:
     jobs: list[Reserved]
     wait_keys: list[str]
     running_key: str
+    reclaimed: int = 0
 
 
 @dataclass
@@ -88,14 +89,18 @@ def fetch(
     lease_ms: int,
     max_jobs: int,
     acks: Sequence[tuple[str, str, str]] = (),
+    keep: Sequence[str] | None = None,
     migrate_limit: int = 1000,
 ) -> FetchResult:
-    """Ack `acks`, migrate due and expired jobs, reserve up to `max_jobs`. One round trip."""
-    args: list[Any] = [prefix, token_base, host, lease_ms, max_jobs, migrate_limit, len(acks)]
+    """Ack `acks`, migrate due and expired jobs, reserve up to `max_jobs`. One round trip.
+    With `keep` (the ids this worker knows it holds), first take back any other reservation
+    of this worker: one made by an earlier fetch whose reply was lost."""
+    args: list[Any] = [prefix, token_base, host, lease_ms, max_jobs, migrate_limit, len(acks), -1 if keep is None else len(keep)]
     for entry in acks:
         args.extend(entry)
+    args.extend(keep or ())
     args.extend(queues)
-    restart, host_restart, next_due, now, lost, token, flat, wait_keys, running_key = run("fetch", args)
+    restart, host_restart, next_due, now, lost, token, flat, wait_keys, running_key, reclaimed = run("fetch", args)
     token_text = text(token)
     jobs = [
         Reserved(flat[i].decode(), flat[i + 1].decode(), token_text, flat[i + 2], int(flat[i + 3]), flat[i + 4] == 1,
@@ -103,7 +108,7 @@ def fetch(
         for i in range(0, len(flat), 6)
     ]
     return FetchResult(_signal(restart), _signal(host_restart), int(next_due), int(now), [text(s) for s in lost], jobs,
-                       [text(k) for k in wait_keys], text(running_key))
+                       [text(k) for k in wait_keys], text(running_key), int(reclaimed))
 
 
 def ack(run: Runner, prefix: str, entries: Sequence[tuple[str, str, str]]) -> list[str]:

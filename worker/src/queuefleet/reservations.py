@@ -37,6 +37,7 @@ from .notes import RunningNote
 from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release
 
 MIN_HOLD = 0.05  # seconds: reserved-ahead jobs wait at most this (or a few run times) behind a job that overruns
+RECLAIM_FOR = 20.0  # seconds after a lost fetch reply during which its reservations are looked for
 ACK_AFTER = 0.25  # seconds a job may run before the keeper sends the acks of the jobs finished before it
 
 
@@ -64,6 +65,8 @@ class Reservations:
         self.current_lease_lost = False
         self.current_since = 0.0
         self.last_progress = time.monotonic()
+        self.reclaim_until = 0.0  # after a fetch whose reply was lost: look for what it reserved ...
+        self.reclaim_next = 0.0  # ... at most once a second (it scans the reserved sets)
         self.runtime_ewma = 0.05  # unknown jobs count as slow: start with batches of one
 
     # -- main thread ----------------------------------------------------------------
@@ -92,13 +95,22 @@ class Reservations:
         with self._lock:
             acks, self._finished = self._finished, []
         sent = time.monotonic()
+        keep = None
+        if sent < self.reclaim_until and sent >= self.reclaim_next:
+            keep, self.reclaim_next = [e.id for e in self.leases()], sent + 1.0
         try:
             result = fetch(self.link.call, self.prefix, self.queues, token_base=self.identity.token_base,
-                           host=self.identity.host, lease_ms=self.lease_ms, max_jobs=max_jobs, acks=[e.key for e in acks])
+                           host=self.identity.host, lease_ms=self.lease_ms, max_jobs=max_jobs, acks=[e.key for e in acks],
+                           keep=keep)
         except BaseException:
             self._unsent(acks)
+            # The request may still reach Redis (a network that stalls, then heals) and
+            # reserve jobs this worker never hears of: look for them for a while.
+            self.reclaim_until = time.monotonic() + RECLAIM_FOR
             raise
         self.running_key = result.running_key
+        if result.reclaimed:
+            self.log.event("redis", f"took back {result.reclaimed} job(s) reserved by a request whose reply was lost")
         with self._lock:
             self._forget(acks)
             for entry in result.jobs:

@@ -3,9 +3,14 @@
 -- when it is empty, one job from the first lower queue that has one. (Only the top
 -- queue is reserved ahead: nothing can outrank it, so holding its jobs never keeps
 -- a higher-priority job waiting.)
--- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks,
---       (queue, id, token) * n_acks, queue1, queue2, ...
--- Returns {restart, host_restart, next_due_ms, now_ms, lost_ids, token, jobs, wait_keys, running_key}:
+-- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks, n_keep,
+--       (queue, id, token) * n_acks, id * n_keep, queue1, queue2, ...
+-- n_keep >= 0 asks to take back, first, every reservation of this worker (tokens
+-- token_base:*) other than the n_keep ids it knows it holds: what an earlier fetch
+-- reserved when its reply was lost (the worker never saw those jobs, so they go
+-- back to the front, attempt not counted). n_keep = -1: no such check.
+-- Returns {restart, host_restart, next_due_ms, now_ms, lost_ids, token, jobs, wait_keys, running_key,
+-- reclaimed}:
 -- restart and host_restart are {generation, release, id} of the global and this
 -- host's restart signals; jobs is a flat list of (queue, id, attempts, lost, suspect, payload)
 -- where an empty payload means the id had none stored (a malformed entry), and
@@ -14,10 +19,30 @@
 -- (a plain SET, sent ahead without waiting: see reservations.py).
 local p, token_base, host = ARGV[1], ARGV[2], ARGV[3]
 local lease, max_n, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n_acks = tonumber(ARGV[7])
-local lost_acks = ack_entries(p, 8, n_acks)
-local first_queue = 8 + 3 * n_acks
+local n_acks, n_keep = tonumber(ARGV[7]), tonumber(ARGV[8])
+local lost_acks = ack_entries(p, 9, n_acks)
+local first_keep = 9 + 3 * n_acks
+local first_queue = first_keep + math.max(n_keep, 0)
 local now = now_ms()
+
+local reclaimed = 0
+if n_keep >= 0 then
+  local keep, mine = {}, token_base .. ':'
+  for i = first_keep, first_queue - 1 do keep[ARGV[i]] = true end
+  for qi = first_queue, #ARGV do
+    local reserved = K.reserved(p, ARGV[qi])
+    for _, id in ipairs(redis.call('ZRANGE', reserved, 0, -1)) do
+      local token = redis.call('HGET', K.tokens(p), id)
+      if token and not keep[id] and string.sub(token, 1, #mine) == mine then
+        redis.call('ZREM', reserved, id)
+        redis.call('HDEL', K.tokens(p), id)
+        redis.call('HINCRBY', K.attempts(p), id, -1)
+        redis.call('RPUSH', K.ready(p, ARGV[qi]), id)
+        reclaimed = reclaimed + 1
+      end
+    end
+  end
+end
 
 for qi = first_queue, #ARGV do
   local queue = ARGV[qi]
@@ -93,4 +118,4 @@ local function restart_of(key)
   return {r[1] or '0', r[2] or '', r[3] or ''}
 end
 return {restart_of(K.restart(p)), restart_of(K.host_restart(p, host)), next_due, now, lost_acks, token, jobs, wait_keys,
-        K.running(p, token_base)}
+        K.running(p, token_base), reclaimed}
