@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import selectors
 import shutil
 import signal
 import socket

@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import socket
-import threading
 import time
 
 import pytest

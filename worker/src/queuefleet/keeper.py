@@ -10,8 +10,6 @@ timeout or a drain deadline. It has its own Redis connection.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 import time
@@ -26,8 +24,6 @@ from .notes import read_note, remove_note
 from .outage import Outage, is_transient
 from .protocol import ack, client_runner, extend, heartbeat, reap, release
 from .reservations import ACK_AFTER, Reservations, give_back_entries
-from .signals import WorkerSignals
-from .timeouts import HandlerGuard
 
 
 @dataclass
@@ -36,26 +32,22 @@ class KeeperSettings:
     lease: float
     interval: float
     heartbeat_ttl: int
-    timeout_grace: float
-    drain_timeout: float
 
 
 class Keeper(threading.Thread):
     def __init__(self, client: redis.Redis, settings: KeeperSettings, identity: ProcessIdentity,
-                 reservations: Reservations, guard: HandlerGuard, signals: WorkerSignals, outage: Outage, log: JobLog,
-                 heartbeat_fields: Callable[[], dict[str, Any]], on_stuck: Callable[[bool], None],
+                 reservations: Reservations, outage: Outage, log: JobLog,
+                 heartbeat_fields: Callable[[], dict[str, Any]], watchdog: Callable[[], None],
                  stderr: TextIO | None = None) -> None:
         super().__init__(name="queuefleet-keeper", daemon=True)
         self.run_script = client_runner(client)
         self.settings = settings
         self.identity = identity
         self.reservations = reservations
-        self.guard = guard
-        self.signals = signals
         self.outage = outage
         self.log = log
         self.heartbeat_fields = heartbeat_fields
-        self.on_stuck = on_stuck
+        self.watchdog = watchdog
         self.stderr = stderr or sys.stderr
         self.finish = threading.Event()
         self.wake = threading.Event()  # set by the main thread when it reserved jobs ahead
@@ -161,19 +153,3 @@ class Keeper(threading.Thread):
             raise
         self.reservations.acked(entries, lost)
         return True
-
-    def watchdog(self) -> None:
-        """Last resort for a handler that does not return to Python, and the drain deadline."""
-        s = self.settings
-        if self.guard.overdue(s.timeout_grace):
-            self.on_stuck(True)
-            return
-        stop_at = self.signals.stop_at
-        if not (s.drain_timeout > 0 and stop_at and self.guard.in_handler):
-            return
-        late = time.monotonic() - stop_at - s.drain_timeout
-        if late > s.timeout_grace:
-            self.on_stuck(False)
-        elif late > 0 and self.signals.count == 1:
-            self.signals.count += 1  # the drain deadline acts as the second signal
-            os.kill(os.getpid(), signal.SIGTERM)

@@ -1,9 +1,9 @@
 """The worker loop: reserve, run, settle; stop, pause and restart when asked; ride out Redis outages.
 
-The parts, each in its own module: reservations.py (reserving ahead, starting and
-acking, leases as this process knows them), keeper.py (lease extension, heartbeat,
-hand-back, dead neighbours, watchdog), execution.py (one job under its timeout),
-failures.py (retry, failed jobs, database outages), signals.py, outage.py.
+The parts, each in its own module: reservations.py (reserving ahead, acking, leases as
+this process knows them), keeper.py (lease extension, heartbeat, hand-back, dead
+neighbours), execution.py (one job under its timeout), failures.py (retry, failed jobs,
+database outages), watchdog.py, restarts.py, signals.py, outage.py, link.py, notes.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from .link import Announcer, PipelinedLink, worker_client_kwargs
 from .logs import JobLog
 from .notes import RunningNote, remove_stale_notes
 from .outage import Backoff, Outage, describe, is_transient
-from .payload import Job
-from .protocol import FetchResult, ReleaseEntry, Reserved, RestartSignal, ack, client_runner, deregister, release
+from .protocol import FetchResult, Reserved, client_runner, deregister
+from .restarts import RestartWatch
+from .watchdog import Watchdog
 from .queue import redacted_url
 from .reservations import Reservations
 from .signals import WakeUp, WorkerSignals
@@ -70,7 +71,6 @@ class Worker:
         self.identity = current_identity()
         self.log = JobLog(stdout, fmt=options.log_format, pool=options.name)
         self.stderr = stderr or sys.stderr
-        self._hard_exit = exit
         self.where = redacted_url(redis_url)
         self.link = PipelinedLink(redis_url)
         self.keeper_client = redis.Redis.from_url(redis_url, **worker_client_kwargs())
@@ -80,22 +80,25 @@ class Worker:
         self.signals = WorkerSignals(self.guard)
         self.announcer = Announcer(redis_url)
         self.note = RunningNote(self.identity.pid, self.identity.instance)
-        self.reservations = Reservations(self.link, self.announcer, self.note, options.prefix, self.identity, options.queues, options.lease, self.log)
+        self.reservations = Reservations(self.link, self.announcer, self.note, options.prefix, self.identity,
+                                         options.queues, options.lease, self.log)
         self.runner = JobRunner(HandlerRegistry(options.allowed), self.guard, self.log, default_tries=options.tries,
                                 default_timeout=options.timeout, max_lost=options.max_lost)
         self.failures = FailurePolicy(self.runner, store, self.where, self.log, backoff=options.backoff, stderr=self.stderr)
+        keeper_runner = client_runner(self.keeper_client)
+        self.watchdog = Watchdog(self.guard, self.signals, self.reservations, self.failures, keeper_runner, options.prefix,
+                                 self.log, self.identity.worker_id, options.timeout_grace, options.drain_timeout, exit)
         self.keeper = Keeper(
             self.keeper_client,
             KeeperSettings(options.prefix, options.lease, min(options.heartbeat_interval, options.lease / 3),
-                           max(10, int(options.heartbeat_interval * 5)), options.timeout_grace, options.drain_timeout),
-            self.identity, self.reservations, self.guard, self.signals, self.outage, self.log,
-            self._heartbeat_fields, self._stuck, self.stderr,
+                           max(10, int(options.heartbeat_interval * 5))),
+            self.identity, self.reservations, self.outage, self.log, self._heartbeat_fields, self.watchdog.check,
+            self.stderr,
         )
         self.processed = 0
         self.started_at = time.time()
         self.exit_code = 0
-        self._seen = (RestartSignal(), RestartSignal())
-        self._current_job = ("", "")
+        self.restarts = RestartWatch(self.identity.host, options.release)
         self._idle_looks = 0
         self._last_memory_check = 0.0
 
@@ -134,8 +137,8 @@ class Worker:
         while not self.signals.stopping:
             try:
                 self.link.command("PING")
-                result = self._fetch(0)
-                self._seen = (result.restart, result.host_restart)
+                result = self.reservations.fetch(0)
+                self.restarts.boot(result.restart, result.host_restart)
                 self.keeper.tick()  # heartbeat (a write: an OOM Redis is waited out here), dead predecessors reaped
                 self.outage.back()
                 return True
@@ -208,16 +211,15 @@ class Worker:
 
     # -- reserving ---------------------------------------------------------------
 
-    def _fetch(self, max_jobs: int) -> FetchResult:
-        return self.reservations.fetch(max_jobs)
-
     def _reserve(self) -> Reserved | None:
         opt = self.opt
         limit = 1 if opt.once else (opt.max_jobs - self.processed - self.failures.failed if opt.max_jobs else 0)
-        result = self._fetch(self.reservations.batch_size(opt.batch_seconds, opt.prefetch, limit))
+        result = self.reservations.fetch(self.reservations.batch_size(opt.batch_seconds, opt.prefetch, limit))
         self.outage.back()
         self.backoff.reset()
-        if self._restart_due(result.restart, result.host_restart):
+        restart = self.restarts.due(result.restart, result.host_restart)
+        if restart is not None:
+            self.signals.stop(restart)
             self.reservations.give_back_waiting()
             return None
         entry = self.reservations.take()
@@ -252,21 +254,6 @@ class Worker:
         finally:
             self.signals.blocking = False
 
-    def _restart_due(self, *signals: RestartSignal) -> bool:
-        """Exit for a restart signal other than the ones seen at boot, unless already on its release."""
-        seen = list(self._seen)
-        for i, signal_ in enumerate(signals):
-            if not signal_.id or signal_.id == seen[i].id:
-                continue
-            if signal_.release and signal_.release == self.opt.release:
-                seen[i] = signal_  # already on that release: nothing to do
-                continue
-            scope = "all workers" if i == 0 else f"host {self.identity.host}"
-            self.signals.stop(f"restart signal for {scope} (generation {signal_.generation}, release {signal_.release or '-'})")
-            return True
-        self._seen = (seen[0], seen[1])
-        return False
-
     # -- running and settling one job ----------------------------------------------
 
     def _process(self, entry: Reserved) -> None:
@@ -293,15 +280,12 @@ class Worker:
             self.log.job("done", entry.id, outcome.job.job, entry.queue, entry.attempts, outcome.runtime)
             return
         settle = {
-            Kind.ERROR: lambda: self.failures.failed_attempt(entry, outcome, self.reservations.release, self._ack),
+            Kind.ERROR: lambda: self.failures.failed_attempt(entry, outcome, self.reservations.release, self.reservations.ack_now),
             Kind.INTERRUPTED: lambda: self.failures.interrupted(entry, outcome, self.reservations.release),
-        }.get(outcome.kind, lambda: self.failures.fail(entry, outcome, self.reservations.release, self._ack))
+        }.get(outcome.kind, lambda: self.failures.fail(entry, outcome, self.reservations.release, self.reservations.ack_now))
         if outcome.kind is Kind.ERROR:
             self.reservations.runtime_ewma = 0.8 * self.reservations.runtime_ewma + 0.2 * outcome.runtime
         self._until_redis_answers(settle)
-
-    def _ack(self, entry: Reserved) -> None:
-        self.reservations.ack_now(entry)
 
     def _until_redis_answers(self, action: Callable[[], None]) -> None:
         while True:
@@ -350,36 +334,6 @@ class Worker:
             "processed": self.processed, "failed": self.failures.failed,
             "started": f"{self.started_at:.3f}", "last_seen": f"{time.time():.3f}",
         }
-
-    def _stuck(self, overdue: bool) -> None:
-        """Watchdog (keeper thread): the handler ignores its timeout, or the drain deadline
-        passed and it ignores the interruption. Record the attempt, then end the process.
-        (Its reserved-ahead jobs go back unblamed when the restarted worker reaps them.)"""
-        entry = self.reservations.current
-        run = client_runner(self.keeper_client)
-        prefix = self.opt.prefix
-
-        def release_now(_entry: Reserved, release_entry: ReleaseEntry) -> bool:
-            return not release(run, prefix, [release_entry])
-
-        def ack_now(done: Reserved) -> None:
-            ack(run, prefix, [done.key])
-
-        if entry is not None:
-            try:
-                if overdue:
-                    job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
-                    error = (f"JobTimeout: {job.job} ran past its timeout of {self.guard.timeout:g}s and did not stop; "
-                             "the worker exits")
-                    self.failures.failed_attempt(entry, Outcome(Kind.ERROR, job, error, self.guard.running_for()),
-                                                 release_now, ack_now)
-                else:
-                    release_now(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True))
-            except Exception as exc:  # noqa: BLE001
-                print(f"queuefleet watchdog: {exc.__class__.__name__}: {exc}", file=self.stderr, flush=True)
-        self.log.event("stopping", f"worker {self.id} exits: handler of job {self.guard.job_id} ({self.guard.job_name}) did not stop")
-        self.log.flush()
-        self._hard_exit(1 if overdue else 0)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
