@@ -571,16 +571,17 @@ def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(r
     q.push_many([(RECORD, {"tag": str(i)}) for i in range(6)])
     reservations = Reservations(PipelinedLink(redis_url), None, None, "queuefleet", current_identity(), ["default"], 60,
                                 JobLog(io.StringIO()))
-    reservations.runtime_ewma = 0.001
+    reservations.holdings.runtime_ewma = 0.001
     jobs = reservations.fetch(6).jobs
     assert reservations.held_count() == 6 and reservations.waiting == 6
-    # Two finish, one is given back, and the leases of the rest are lost (another worker took over).
+    # Two finish, and the leases of the rest are lost (another worker took over).
     for _ in range(2):
         entry = reservations.take()
         reservations.finished(entry, 0.001)
     r.hdel("queuefleet:tokens", *[j.id for j in jobs[2:]])
-    reservations.extended(0.0, reservations.leases(), [j.id for j in jobs[2:]])
+    holdings = reservations.holdings
+    holdings.extended(0.0, holdings.leases(), [j.id for j in jobs[2:]])
     assert reservations.waiting == 0
     reservations.settle()
     assert reservations.held_count() == 0
-    assert reservations.leases() == [] and reservations.returning() == []
+    assert holdings.leases() == [] and holdings.still_returning() == [] and holdings.finished == [] and holdings.acking == []

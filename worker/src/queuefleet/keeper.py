@@ -23,7 +23,8 @@ from .logs import JobLog
 from .notes import read_note, remove_note
 from .outage import Outage, is_transient
 from .protocol import ack, client_runner, extend, heartbeat, reap, release
-from .reservations import ACK_AFTER, Reservations, give_back_entries
+from .holdings import ACK_AFTER, give_back_entries
+from .reservations import Reservations
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Keeper(threading.Thread):
         self.settings = settings
         self.identity = identity
         self.reservations = reservations
+        self.holdings = reservations.holdings
         self.outage = outage
         self.log = log
         self.heartbeat_fields = heartbeat_fields
@@ -76,9 +78,9 @@ class Keeper(threading.Thread):
             self.log.flush()
             self.watchdog()
             wait = next_tick - time.monotonic()
-            if self.reservations.waiting:
-                wait = min(wait, self.reservations.hold_limit() / 2)
-            elif self.reservations.current is not None:
+            if self.holdings.waiting:
+                wait = min(wait, self.holdings.hold_limit() / 2)
+            elif self.holdings.current is not None:
                 wait = min(wait, ACK_AFTER)
             wait = max(0.001, wait)
             self.sleeping_until = time.monotonic() + wait
@@ -87,10 +89,10 @@ class Keeper(threading.Thread):
 
     def tick(self) -> None:
         """Extend leases, write the heartbeat, take back dead neighbours' jobs, retry hand-backs."""
-        entries = self.reservations.leases()
+        entries = self.holdings.leases()
         sent = time.monotonic()
         lost = extend(self.run_script, self.settings.prefix, [e.key for e in entries], int(self.settings.lease * 1000))
-        self.reservations.extended(sent, entries, lost)
+        self.holdings.extended(sent, entries, lost)
         identity = self.identity
         fields = self.heartbeat_fields()
         registry = heartbeat(self.run_script, self.settings.prefix, identity.worker_id, self.settings.heartbeat_ttl,
@@ -98,10 +100,10 @@ class Keeper(threading.Thread):
                              identity.registry_value(fields["queues"].split(",")), identity.token_base,
                              self.reservations.marker_ttl_ms, fields)
         self.reap_dead_neighbours(registry)
-        returning = self.reservations.returning()
+        returning = self.holdings.still_returning()
         if returning:
             release(self.run_script, self.settings.prefix, give_back_entries(returning))
-            self.reservations.returned(returning)
+            self.holdings.returned(returning)
 
     def reap_dead_neighbours(self, registry: dict[str, str]) -> None:
         if not self.identity.namespace:
@@ -125,7 +127,7 @@ class Keeper(threading.Thread):
     def watch_waiting(self) -> None:
         """Called by the main thread when it reserved jobs ahead: make sure the keeper looks
         again within the hold limit (without waking it when it will anyway)."""
-        if self.sleeping_until > time.monotonic() + self.reservations.hold_limit():
+        if self.sleeping_until > time.monotonic() + self.holdings.hold_limit():
             self.wake.set()
 
     def stop(self) -> None:
@@ -134,22 +136,22 @@ class Keeper(threading.Thread):
 
     def hand_back_overdue(self) -> bool:
         """True when it talked to Redis (and Redis answered)."""
-        entries = self.reservations.take_overdue(self.reservations.hold_limit())
+        entries = self.holdings.take_overdue()
         if not entries:
             return False
         release(self.run_script, self.settings.prefix, give_back_entries(entries))
-        self.reservations.returned(entries)
+        self.holdings.returned(entries)
         return True
 
     def ack_finished(self) -> bool:
         """Ack the jobs finished before the one running now, once it runs long."""
-        entries = self.reservations.take_acks_if_running_long()
+        entries = self.holdings.take_acks_if_running_long()
         if not entries:
             return False
         try:
             lost = ack(self.run_script, self.settings.prefix, [e.key for e in entries])
         except BaseException:
-            self.reservations.acked(entries, None)
+            self.holdings.acked(entries, None)
             raise
-        self.reservations.acked(entries, lost)
+        self.holdings.acked(entries, lost)
         return True

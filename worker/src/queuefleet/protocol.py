@@ -95,12 +95,21 @@ def fetch(
     """Ack `acks`, migrate due and expired jobs, reserve up to `max_jobs`. One round trip.
     With `keep` (the ids this worker knows it holds), first take back any other reservation
     of this worker: one made by an earlier fetch whose reply was lost."""
+    return parse_fetch(run("fetch", fetch_args(prefix, queues, token_base, host, lease_ms, max_jobs, acks, keep, migrate_limit)))
+
+
+def fetch_args(prefix: str, queues: Sequence[str], token_base: str, host: str, lease_ms: int, max_jobs: int,
+               acks: Sequence[tuple[str, str, str]], keep: Sequence[str] | None, migrate_limit: int = 1000) -> list[Any]:
     args: list[Any] = [prefix, token_base, host, lease_ms, max_jobs, migrate_limit, len(acks), -1 if keep is None else len(keep)]
     for entry in acks:
         args.extend(entry)
     args.extend(keep or ())
     args.extend(queues)
-    restart, host_restart, next_due, now, lost, token, flat, wait_keys, running_key, reclaimed = run("fetch", args)
+    return args
+
+
+def parse_fetch(reply: Sequence[Any]) -> FetchResult:
+    restart, host_restart, next_due, now, lost, token, flat, wait_keys, running_key, reclaimed = reply
     token_text = text(token)
     jobs = [
         Reserved(flat[i].decode(), flat[i + 1].decode(), token_text, flat[i + 2], int(flat[i + 3]), flat[i + 4] == 1,

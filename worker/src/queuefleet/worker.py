@@ -267,7 +267,7 @@ class Worker:
 
     def _settle(self, entry: Reserved, outcome: Outcome) -> None:
         """Record what happened to `entry`; Redis outages are waited out, never turned into a lost job."""
-        if self.reservations.current_lease_lost:
+        if self.reservations.holdings.current_lease_lost:
             job = outcome.job
             self.log.job("lease-lost", entry.id, job.job if job else "-", entry.queue, entry.attempts, outcome.runtime,
                          outcome=outcome.kind.value)
@@ -284,7 +284,8 @@ class Worker:
             Kind.INTERRUPTED: lambda: self.failures.interrupted(entry, outcome, self.reservations.release),
         }.get(outcome.kind, lambda: self.failures.fail(entry, outcome, self.reservations.release, self.reservations.ack_now))
         if outcome.kind is Kind.ERROR:
-            self.reservations.runtime_ewma = 0.8 * self.reservations.runtime_ewma + 0.2 * outcome.runtime
+            holdings = self.reservations.holdings
+            holdings.runtime_ewma = 0.8 * holdings.runtime_ewma + 0.2 * outcome.runtime
         self._until_redis_answers(settle)
 
     def _until_redis_answers(self, action: Callable[[], None]) -> None:
