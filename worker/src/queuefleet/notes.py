@@ -1,23 +1,26 @@
 """A worker's note of the job it runs, in a small file on its own host.
 
-Before each job the worker overwrites one fixed-size record: "<lease token> <job id>".
-Writing it costs one local system call (no network, no Redis work), and a single
-write either lands whole or not at all, whatever kills the process after it. When
-the worker dies, a neighbour on the same host (typically the process supervisor
-starts in its place) reads the note and blames exactly the job it names
-(lua/reap.lua). Where no neighbour can read it, Redis-side reaping falls back to
-marking the orphaned jobs suspect (lua/common.lua).
+Before each job the worker overwrites one fixed-size record, "<lease token> <job id>
+<crc32>", in a memory-mapped file: a memory write, no system call, no network, no
+Redis work. The page outlives the process, so when the worker dies a neighbour on the
+same host (typically the process supervisor starts in its place) reads the note and
+blames exactly the job it names (lua/reap.lua). A record torn by a kill in the middle
+of writing it fails its checksum and counts as no note. Where no neighbour can read a
+note, Redis-side reaping falls back to marking the orphaned jobs suspect
+(lua/common.lua).
 
 The files live in /dev/shm (memory) when it is writable, else in the temp directory.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import time
+import zlib
 
-RECORD = 256  # bytes: a token and a job id (each at most 128 characters) always fit
+RECORD = 512  # bytes: a token and a job id (each at most a few hundred characters) always fit
 
 
 def notes_dir() -> str:
@@ -32,27 +35,31 @@ def note_path(pid: int, instance: str, directory: str | None = None) -> str:
 class RunningNote:
     def __init__(self, pid: int, instance: str) -> None:
         self.path = note_path(pid, instance)
-        self._fd: int | None = None
+        self._map: mmap.mmap | None = None
 
     def open(self) -> None:
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError:
-            self._fd = None  # no note: neighbours fall back to suspect marking
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.ftruncate(fd, RECORD)
+                self._map = mmap.mmap(fd, RECORD)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            self._map = None  # no note: neighbours fall back to suspect marking
 
     def write(self, token: str, job_id: str) -> None:
-        if self._fd is None:
+        if self._map is None:
             return
-        record = f"{token} {job_id}\n".encode()
-        try:
-            os.pwrite(self._fd, record.ljust(RECORD, b" ")[:RECORD], 0)
-        except OSError:
-            pass
+        body = f"{token} {job_id}".encode()
+        record = b"%b %08x\n" % (body, zlib.crc32(body))
+        self._map[: len(record)] = record
+        self._map[len(record) : len(record) + 1] = b"\0"
 
     def remove(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         try:
             os.unlink(self.path)
         except OSError:
@@ -67,7 +74,10 @@ def read_note(pid: int, instance: str) -> str:
     except OSError:
         return ""
     line, newline, _ = record.partition(b"\n")
-    return line.decode("ascii", "replace") if newline and b" " in line else ""
+    body, _, crc = line.rpartition(b" ")
+    if not newline or not body or crc != b"%08x" % zlib.crc32(body):
+        return ""
+    return body.decode("ascii", "replace")
 
 
 def remove_note(pid: int, instance: str) -> None:

@@ -130,11 +130,8 @@ def _optional_number(doc: dict[str, Any], key: str, *, maximum: float, allow_zer
     return check_seconds(key, value, maximum=maximum, allow_zero=allow_zero)
 
 
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
-# Only a payload with a long exponent or digit run can hold a number too large for a
-# float (JSON's 1e999 parses as inf): only those are decoded with the slower check.
-_MAYBE_HUGE = re.compile(r"[eE]\+?[0-9]{3}|[0-9]{300}")
-_checked_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+# JSON's 1e999 parses as inf and NaN/Infinity are not JSON: both are refused while decoding.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 @dataclass
@@ -220,8 +217,7 @@ class Job:
     def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0, expect_id: str | None = None) -> "Job":
         """Decode and check a payload; PayloadError (whose message never quotes job data) if it is not a valid job."""
         try:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            doc = (_checked_decoder if _MAYBE_HUGE.search(text) else _decoder).decode(text)
+            doc = _decoder.decode(raw.decode() if isinstance(raw, bytes) else raw)
         except PayloadError:
             raise
         except RecursionError:

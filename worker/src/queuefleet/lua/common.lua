@@ -56,29 +56,49 @@ local function notify(p, queue, count, cap)
   for _ = 1, add do redis.call('LPUSH', key, '1') end
 end
 
--- Forget everything stored about a job that is finished (done or stored as failed).
-local function forget(p, id)
-  redis.call('HDEL', K.payloads(p), id)
-  redis.call('HDEL', K.attempts(p), id)
-  redis.call('HDEL', K.tokens(p), id)
-  redis.call('HDEL', K.lost(p), id)
+-- Run `command key member...` over a list of members, at most 1000 per call
+-- (scripts may not unpack arbitrarily long lists).
+local function each_chunk(command, key, list)
+  for s = 1, #list, 1000 do
+    redis.call(command, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+
+-- Forget everything stored about jobs that are finished (done or stored as failed).
+local function forget(p, ids)
+  for _, key in ipairs({K.payloads(p), K.attempts(p), K.tokens(p), K.lost(p)}) do each_chunk('HDEL', key, ids) end
 end
 
 -- Ack (queue, id, token) triples from ARGV[first ..]. Fenced: only the holder of
 -- the current lease token deletes the job. Returns the ids whose lease the caller
 -- no longer held and that are still stored (another worker may run them again);
 -- an id that is simply gone (acked before, e.g. an ack sent twice across a
--- reconnect) is not reported.
+-- reconnect) is not reported. Works on the whole list at once: a few calls, not
+-- a few per job.
 local function ack_entries(p, first, n)
-  local lost = {}
+  if n == 0 then return {} end
+  local ids = {}
+  for i = 0, n - 1 do ids[#ids + 1] = ARGV[first + 3 * i + 1] end
+  local tokens = {}
+  for s = 1, #ids, 1000 do
+    for _, t in ipairs(redis.call('HMGET', K.tokens(p), unpack(ids, s, math.min(s + 999, #ids)))) do tokens[#tokens + 1] = t end
+  end
+  local done, by_queue, other = {}, {}, {}
   for i = 0, n - 1 do
-    local queue, id, token = ARGV[first + 3 * i], ARGV[first + 3 * i + 1], ARGV[first + 3 * i + 2]
-    if redis.call('HGET', K.tokens(p), id) == token then
-      redis.call('ZREM', K.reserved(p, queue), id)
-      forget(p, id)
-    elseif redis.call('HEXISTS', K.payloads(p), id) == 1 then
-      lost[#lost + 1] = id
+    local queue, id = ARGV[first + 3 * i], ids[i + 1]
+    if tokens[i + 1] == ARGV[first + 3 * i + 2] then
+      done[#done + 1] = id
+      by_queue[queue] = by_queue[queue] or {}
+      table.insert(by_queue[queue], id)
+    else
+      other[#other + 1] = id
     end
+  end
+  for queue, list in pairs(by_queue) do each_chunk('ZREM', K.reserved(p, queue), list) end
+  forget(p, done)
+  local lost = {}
+  for _, id in ipairs(other) do
+    if redis.call('HEXISTS', K.payloads(p), id) == 1 then lost[#lost + 1] = id end
   end
   return lost
 end

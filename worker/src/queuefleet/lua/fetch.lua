@@ -58,35 +58,52 @@ end
 
 local jobs = {}
 local token = ''
+-- Reserve up to `count` ready jobs of `queue`, a few calls for the whole batch.
 -- A ready id that is already reserved (an extra copy, as a push retried by old
 -- code could leave) is dropped: the reserved copy runs. So is an id without a
 -- payload that was pushed recently under a producer-given id (it finished).
 local function reserve(queue, count)
-  local ids = redis.call('RPOP', K.ready(p, queue), count)
-  if not ids then return 0 end
+  local popped = redis.call('RPOP', K.ready(p, queue), count)
+  if not popped then return 0 end
   local reserved = K.reserved(p, queue)
-  local taken = 0
-  for _, id in ipairs(ids) do
-    if redis.call('ZADD', reserved, 'NX', now + lease, id) == 1 then
-      local payload = redis.call('HGET', K.payloads(p), id)
-      if not payload and redis.call('ZSCORE', K.pushed(p), id) then
-        redis.call('ZREM', reserved, id)
-      else
-        taken = taken + 1
-        -- HSET answers 0 when it overwrote a field: the 'suspect' mark of an orphan.
-        local suspect = redis.call('HSET', K.tokens(p), id, token) == 0
-        jobs[#jobs + 1] = queue
-        jobs[#jobs + 1] = id
-        jobs[#jobs + 1] = redis.call('HINCRBY', K.attempts(p), id, 1)
-        jobs[#jobs + 1] = redis.call('HGET', K.lost(p), id) or '0'
-        jobs[#jobs + 1] = suspect and 1 or 0
-        jobs[#jobs + 1] = payload or ''
-      end
+  local scores = redis.call('ZMSCORE', reserved, unpack(popped))
+  local payloads = redis.call('HMGET', K.payloads(p), unpack(popped))
+  local ids, bodies, seen = {}, {}, {}
+  for i, id in ipairs(popped) do
+    local extra = scores[i] or seen[id] or (not payloads[i] and redis.call('ZSCORE', K.pushed(p), id))
+    if not extra then
+      seen[id] = true
+      ids[#ids + 1] = id
+      bodies[#bodies + 1] = payloads[i] or ''
     end
+  end
+  if #ids > 0 then
+    local tokens = redis.call('HMGET', K.tokens(p), unpack(ids))
+    local attempts = redis.call('HMGET', K.attempts(p), unpack(ids))
+    local lost = redis.call('HMGET', K.lost(p), unpack(ids))
+    local zadd, hset_tokens, hset_attempts = {}, {}, {}
+    for i, id in ipairs(ids) do
+      local n = (tonumber(attempts[i]) or 0) + 1
+      zadd[#zadd + 1] = now + lease
+      zadd[#zadd + 1] = id
+      hset_tokens[#hset_tokens + 1] = id
+      hset_tokens[#hset_tokens + 1] = token
+      hset_attempts[#hset_attempts + 1] = id
+      hset_attempts[#hset_attempts + 1] = n
+      jobs[#jobs + 1] = queue
+      jobs[#jobs + 1] = id
+      jobs[#jobs + 1] = n
+      jobs[#jobs + 1] = lost[i] or '0'
+      jobs[#jobs + 1] = tokens[i] == 'suspect' and 1 or 0  -- the mark of an orphan nobody could explain
+      jobs[#jobs + 1] = bodies[i]
+    end
+    redis.call('ZADD', reserved, unpack(zadd))
+    redis.call('HSET', K.tokens(p), unpack(hset_tokens))
+    redis.call('HSET', K.attempts(p), unpack(hset_attempts))
   end
   -- More work is waiting: make sure another idle worker wakes up for it.
   if redis.call('LLEN', K.ready(p, queue)) > 0 then notify(p, queue, 1, 1) end
-  return taken
+  return #ids
 end
 
 if max_n > 0 then

@@ -1,9 +1,9 @@
 -- Push jobs onto one queue; idempotent per job id.
 -- ARGV: prefix, queue, delay_ms, notify_cap, remember_ms, id1, payload1, id2, payload2, ...
--- An id that is already stored (queued, delayed or running) is not pushed again.
--- remember_ms > 0 marks producer-given ids: such an id is remembered that long
--- after its push, and pushing it again in that time does nothing, even once the
--- job has finished.
+-- remember_ms > 0 marks producer-given ids: an id that is stored (queued, delayed or
+-- running) is not pushed again, and an id is remembered that long after its push, so
+-- pushing it again in that time does nothing, even once the job has finished.
+-- remember_ms = 0: ids made by queuefleet itself (random UUIDs, never pushed twice).
 -- Returns the number of jobs actually added.
 local p, queue = ARGV[1], ARGV[2]
 local delay, cap, remember = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -23,15 +23,28 @@ local function flush()
   end
   args = {}
 end
-for i = 0, n - 1 do
-  local id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-  local fresh = remember == 0 or not redis.call('ZSCORE', K.pushed(p), id)
-  if fresh and redis.call('HSETNX', K.payloads(p), id, payload) == 1 then
-    if remember > 0 then redis.call('ZADD', K.pushed(p), now + remember, id) end
-    if due > 0 then args[#args + 1] = due end
-    args[#args + 1] = id
-    added = added + 1
-    if #args >= 1000 then flush() end
+if remember == 0 then
+  -- Ids made by queuefleet (random UUIDs) are new by construction: store them in bulk.
+  for s = 0, n - 1, 1000 do
+    local e = math.min(s + 1000, n) - 1
+    redis.call('HSET', K.payloads(p), unpack(ARGV, 6 + 2 * s, 7 + 2 * e))
+    for i = s, e do
+      if due > 0 then args[#args + 1] = due end
+      args[#args + 1] = ARGV[6 + 2 * i]
+    end
+    flush()
+  end
+  added = n
+else
+  for i = 0, n - 1 do
+    local id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+    if not redis.call('ZSCORE', K.pushed(p), id) and redis.call('HSETNX', K.payloads(p), id, payload) == 1 then
+      redis.call('ZADD', K.pushed(p), now + remember, id)
+      if due > 0 then args[#args + 1] = due end
+      args[#args + 1] = id
+      added = added + 1
+      if #args >= 1000 then flush() end
+    end
   end
 end
 flush()
