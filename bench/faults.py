@@ -399,7 +399,8 @@ class Harness:
         return all(v == 0 for s in sizes.values() for v in s.values())
 
     def run(self, name: str, inject: Callable[[], None], restore: Callable[[], None], *,
-            kinds: Callable[[int], str] = lambda i: "work", explain: Callable[[Row, Produced, set[str]], None] | None = None) -> Row:
+            kinds: Callable[[int], str] = lambda i: "work", explain: Callable[[Row, Produced, set[str]], None] | None = None,
+            destroyed: Callable[[Produced], set[str]] = lambda made: set()) -> Row:
         tag = name.split(".")[0].strip().replace(" ", "")
         row = Row(name)
         producer = Producer(self.redis.url, f"F{tag}", kinds)
@@ -418,10 +419,12 @@ class Harness:
         made = producer.result
         prefix = f"F{tag}-"
 
+        gone = destroyed(made)  # jobs the fault itself may have destroyed: not waited for (counted below)
+
         def settled() -> bool:
             runs = self.executions()
             failed = set(self.failed_ids())
-            return all(i in runs or i in failed for i in made.acked) and self.queues_empty()
+            return all(i in runs or i in failed or i in gone for i in made.acked) and self.queues_empty()
 
         row.settled = bool(wait_for(settled, SETTLE_TIMEOUT, 0.5))
         runs = {k: v for k, v in self.executions().items() if k.startswith(prefix) and k != probe_id}
@@ -485,7 +488,8 @@ def faults(h: Harness) -> list[Row]:
         else:
             row.notes.append("no acknowledged push was lost: Redis writes the AOF to the kernel before it replies")
 
-    rows.append(h.run("4. Redis crashed (SIGKILL, AOF everysec)", crash_redis, nothing, explain=explain_crash))
+    rows.append(h.run("4. Redis crashed (SIGKILL, AOF everysec)", crash_redis, nothing, explain=explain_crash,
+                      destroyed=lambda made: {i for i, at in made.acked.items() if -0.01 <= crash["at"] - at <= 2.0}))
 
     def unreachable() -> None:
         h.proxy.cut()
@@ -521,7 +525,8 @@ def faults(h: Harness) -> list[Row]:
         row.lost_explained = len(before)
         row.notes.append(f"{len(before)} job(s) were waiting in Redis when it was emptied; every job pushed after it ran")
 
-    rows.append(h.run("8. Redis emptied (FLUSHALL) with a backlog", flush_redis, nothing, explain=explain_flush))
+    rows.append(h.run("8. Redis emptied (FLUSHALL) with a backlog", flush_redis, nothing, explain=explain_flush,
+                      destroyed=lambda made: {i for i, at in made.acked.items() if at <= flushed["at"]}))
     return rows
 
 
