@@ -27,7 +27,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from typing import Callable
 import redis
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "worker" / "tests"))  # the servers and network faults of the worker tests
+from servers import MariaDB, RedisServer, Supervisord, TcpProxy, poll, worker_program  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 WORKERS = 4
 JOB_SECONDS = 0.05
@@ -50,238 +51,11 @@ SETTLE_TIMEOUT = 150.0
 LEASE = 30
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - a server that is still coming back
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-# -- servers -----------------------------------------------------------------------------------
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.dir, self.port = workdir, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-             "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_for(lambda: redis.Redis(port=self.port).ping(), 30):
-            raise RuntimeError("redis-server did not start")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-
-    def version(self) -> str:
-        return redis.Redis(port=self.port).info("server")["redis_version"]
-
-
-class MariaDB:
-    def __init__(self, workdir: Path) -> None:
-        self.dir, self.port = workdir, free_port()
-        self.proc: subprocess.Popen | None = None
-        self.url = f"mysql+pymysql://qf:qf-bench@127.0.0.1:{self.port}/faults"
-
-    @staticmethod
-    def binary(name: str) -> str:
-        return shutil.which(name) or f"/usr/sbin/{name}"
-
-    def start(self, fresh: bool = True) -> None:
-        data = self.dir / "data"
-        if fresh:
-            subprocess.run([self.binary("mariadb-install-db"), "--no-defaults", f"--datadir={data}",
-                            "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.proc = subprocess.Popen(
-            [self.binary("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={self.dir / 'sock'}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
-             "--innodb-buffer-pool-size=32M", f"--pid-file={self.dir / 'pid'}", f"--log-error={self.dir / 'error.log'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_for(lambda: self.sql("SELECT 1"), 90, 0.2):
-            raise RuntimeError(f"mariadbd did not start: {(self.dir / 'error.log').read_text()[-1000:]}")
-        if fresh:
-            self.sql("CREATE DATABASE faults")
-            self.sql("CREATE USER 'qf'@'127.0.0.1' IDENTIFIED BY 'qf-bench'")
-            self.sql("GRANT ALL ON faults.* TO 'qf'@'127.0.0.1'")
-
-    def sql(self, statement: str) -> list[tuple]:
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", autocommit=True, connect_timeout=2)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return list(cur.fetchall()) or [("ok",)]
-        finally:
-            conn.close()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-
-class Proxy:
-    """Between the workers and Redis: `cut` resets every connection and refuses new ones
-    (Redis unreachable), `stall` passes nothing and closes nothing (a blackhole) until `heal`."""
-
-    def __init__(self, target: int) -> None:
-        self.target, self.port = target, free_port()
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.accepting = threading.Event()
-        self.accepting.set()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.05)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self.accepting.is_set():
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._pairs.append((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                self.flowing.wait()
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.accepting.clear()
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for s in pair:
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    s.close()
-                except OSError:
-                    pass
-
-    def restore(self) -> None:
-        self.accepting.set()
-        self.flowing.set()
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-
-SUPERVISOR_CONF = """\
-[supervisord]
-nodaemon=true
-logfile={dir}/supervisord.log
-pidfile={dir}/supervisord.pid
-[unix_http_server]
-file={dir}/supervisor.sock
-[supervisorctl]
-serverurl=unix://{dir}/supervisor.sock
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[program:workers]
-command={queue} work --queue probe,work --tries 1 --timeout 30 --sleep 1 --lease {lease} --max-lost 3
-process_name=%(program_name)s_%(process_num)02d
-numprocs={numprocs}
-directory={dir}
-startsecs=1
-startretries=3
-autorestart=true
-stopwaitsecs=40
-stdout_logfile={dir}/%(program_name)s_%(process_num)02d.log
-stderr_logfile={dir}/%(program_name)s_%(process_num)02d.err
-environment=QUEUEFLEET_REDIS_URL="{redis}",QUEUEFLEET_DATABASE_URL="{db}",QUEUEFLEET_JOBS="fault_jobs",PYTHONPATH="{jobs}",FAULTS_EXEC_LOG="{exec_log}"
-"""
-
-
-class Fleet:
-    def __init__(self, workdir: Path, redis_url: str, db_url: str, exec_log: Path) -> None:
-        self.dir = workdir
-        workdir.mkdir()
-        conf = workdir / "supervisord.conf"
-        conf.write_text(SUPERVISOR_CONF.format(dir=workdir, queue=VENV_BIN / "queue", numprocs=WORKERS, redis=redis_url,
-                                               db=db_url, jobs=HERE / "jobs", exec_log=exec_log, lease=LEASE))
-        self.ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
-        self.proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-    def status(self) -> dict[str, tuple[str, int]]:
-        out = subprocess.run([*self.ctl, "status"], capture_output=True, text=True).stdout
-        procs = {}
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else 0
-                procs[parts[0]] = (parts[1], pid)
-        return procs
-
-    def pids(self) -> list[int]:
-        return [pid for state, pid in self.status().values() if state == "RUNNING" and pid]
-
-    def logs(self, suffix: str = ".log") -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.dir.glob(f"workers_*{suffix}")))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def fleet_config(workdir: Path, redis_url: str, db_url: str, exec_log: Path) -> str:
+    env = {"QUEUEFLEET_REDIS_URL": redis_url, "QUEUEFLEET_DATABASE_URL": db_url, "QUEUEFLEET_JOBS": "fault_jobs",
+           "PYTHONPATH": HERE / "jobs", "FAULTS_EXEC_LOG": exec_log}
+    command = f"{VENV_BIN / 'queue'} work --queue probe,work --tries 1 --timeout 30 --sleep 1 --lease {LEASE} --max-lost 3"
+    return worker_program(dir=workdir, command=command, numprocs=WORKERS, stopwaitsecs=40, environment=env)
 
 
 # -- the producer --------------------------------------------------------------------------------
@@ -353,22 +127,27 @@ class Row:
 class Harness:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.redis = RedisServer(tmp)
+        self.redis = RedisServer(tmp, appendonly=True)
         self.redis.start()
         self.db = MariaDB(tmp / "mariadb")
         (tmp / "mariadb").mkdir()
         self.db.start()
-        self.proxy = Proxy(self.redis.port)
+        self.db.app_user("qf", "qf-bench", "faults")
+        self.db_url = f"mysql+pymysql://qf:qf-bench@127.0.0.1:{self.db.port}/faults"
+        self.proxy = TcpProxy(self.redis.port)
+        self.proxy.start()
         self.exec_log = tmp / "executed.txt"
         self.exec_log.touch()
-        env = {**os.environ, "QUEUEFLEET_DATABASE_URL": self.db.url}
+        env = {**os.environ, "QUEUEFLEET_DATABASE_URL": self.db_url}
         subprocess.run([str(VENV_BIN / "queue"), "migrate"], env=env, check=True, capture_output=True)
-        self.fleet = Fleet(tmp / "fleet", f"redis://127.0.0.1:{self.proxy.port}/0", self.db.url, self.exec_log)
+        fleet_dir = tmp / "fleet"
+        self.fleet = Supervisord(fleet_dir, fleet_config(fleet_dir, f"redis://127.0.0.1:{self.proxy.port}/0", self.db_url,
+                                                         self.exec_log))
         self.client = redis.Redis(port=self.redis.port, socket_timeout=2)
         from queuefleet import Queue
 
         self.queue = Queue.from_url(self.redis.url, socket_timeout=2)
-        if not wait_for(self.fleet_ready, 60, 0.2):
+        if not poll(self.fleet_ready, 60, 0.2):
             raise RuntimeError(f"the fleet did not start:\n{self.fleet.logs('.err')[-2000:]}")
 
     def fleet_ready(self) -> bool:
@@ -383,11 +162,9 @@ class Harness:
         return collections.Counter(line.split(" ", 1)[0] for line in self.exec_log.read_text().splitlines() if line)
 
     def failed_ids(self) -> list[str]:
-        rows = wait_for(lambda: self.db.sql("SELECT payload FROM faults.failed_jobs"), 30, 0.5) or []
+        answer = poll(lambda: (self.db.sql("SELECT payload FROM faults.failed_jobs"),), 30, 0.5)  # waits while it is down
         ids = []
-        for (payload,) in rows:
-            if payload == "ok":
-                continue
+        for (payload,) in answer[0] if answer else []:
             try:
                 ids.append(json.loads(payload)["id"])
             except (ValueError, KeyError, TypeError):
@@ -411,9 +188,9 @@ class Harness:
         restored = time.monotonic()
         probe_id = f"F{tag}-probe"
         push(self.queue, "fault_jobs:work", {"id": probe_id}, "probe", probe_id)
-        if wait_for(lambda: probe_id in self.executions(), 120, 0.02):
+        if poll(lambda: probe_id in self.executions(), 120, 0.02):
             row.service_back = time.monotonic() - restored
-        if wait_for(self.fleet_ready, 120, 0.1):
+        if poll(self.fleet_ready, 120, 0.1):
             row.fleet_back = time.monotonic() - restored
         producer.join()
         made = producer.result
@@ -426,7 +203,7 @@ class Harness:
             failed = set(self.failed_ids())
             return all(i in runs or i in failed or i in gone for i in made.acked) and self.queues_empty()
 
-        row.settled = bool(wait_for(settled, SETTLE_TIMEOUT, 0.5))
+        row.settled = bool(poll(settled, SETTLE_TIMEOUT, 0.5))
         runs = {k: v for k, v in self.executions().items() if k.startswith(prefix) and k != probe_id}
         failed = collections.Counter(i for i in self.failed_ids() if i.startswith(prefix))
         row.pushed = len(made.acked)
@@ -514,11 +291,11 @@ def faults(h: Harness) -> list[Row]:
     flushed: dict[str, float] = {}
 
     def flush_redis() -> None:
-        subprocess.run([*h.fleet.ctl, "signal", "USR2", "workers:*"], capture_output=True)  # pause: let a backlog build
+        h.fleet.signal("USR2", "workers:*")  # pause: let a backlog build
         time.sleep(1.5)
         flushed["at"] = time.time()
         h.client.flushall()
-        subprocess.run([*h.fleet.ctl, "signal", "CONT", "workers:*"], capture_output=True)
+        h.fleet.signal("CONT", "workers:*")
 
     def explain_flush(row: Row, made: Produced, missing: set[str]) -> None:
         before = [i for i in missing if made.acked[i] <= flushed["at"]]

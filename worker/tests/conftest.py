@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -23,60 +19,10 @@ from typing import Iterator
 import pytest
 import redis
 
+from servers import MariaDB, RedisServer, wait_for
+
 TESTS = Path(__file__).resolve().parent
 QUEUE_BIN = str(Path(sys.executable).with_name("queue"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _require(binary: str) -> str:
-    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
-    if not path:
-        raise RuntimeError(f"{binary} not found: run `make setup` (installs redis-server and mariadb-server)")
-    return path
-
-
-class RedisServer:
-    """A redis-server in a temp dir; can be stopped and started again on the same port."""
-
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
-        self.binary = _require("redis-server")
-        self.dir = workdir
-        self.port = free_port()
-        self.appendonly = appendonly
-        self.proc: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: _pings(client), what="redis-server to answer")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -88,13 +34,6 @@ def own_redis(tmp_path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -116,144 +55,11 @@ def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
 
 
-class TcpProxy:
-    """A TCP forwarder between a client and a server, to fail the network in two ways:
-    `cut` (connections reset, new ones refused: the server is gone) and `stall`
-    (a blackhole: nothing passes either way and nothing is closed, until `heal`;
-    then the bytes flow again, as TCP retransmission would deliver them)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._stop = threading.Event()
-        self._flowing = threading.Event()
-        self._flowing.set()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        listener.settimeout(0.05)
-        self._listener, self._stop = listener, threading.Event()
-        threading.Thread(target=self._accept, args=(listener, self._stop), daemon=True).start()
-
-    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                self._flowing.wait()
-                data = src.recv(65536)
-                if not data:
-                    break
-                self._flowing.wait()  # stalled between read and write: hold the bytes
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stall(self) -> None:
-        self._flowing.clear()
-
-    def heal(self) -> None:
-        self._flowing.set()
-
-    def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        self._flowing.set()
-        self._stop.set()
-        assert self._listener is not None
-        self._listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
-class MariaDB:
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.port = free_port()
-        self.socket = str(workdir / "mysqld.sock")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        datadir = self.dir / "data"
-        subprocess.run(
-            [_require("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        self.proc = subprocess.Popen(
-            [_require("mariadbd"), "--no-defaults", f"--datadir={datadir}", f"--socket={self.socket}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
-             f"--pid-file={self.dir / 'mysqld.pid'}", f"--log-error={self.dir / 'error.log'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, timeout=60, interval=0.2, what="mariadbd to accept connections")
-        self.sql("CREATE USER IF NOT EXISTS 'qf'@'127.0.0.1' IDENTIFIED BY 'qf-secret'")
-
-    def _answers(self) -> bool:
-        import pymysql
-
-        try:
-            pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="").close()
-            return True
-        except pymysql.MySQLError:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"mariadbd exited: {(self.dir / 'error.log').read_text()[-2000:]}")
-            return False
-
-    def sql(self, statement: str) -> list[tuple]:
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-
 @pytest.fixture(scope="session")
 def mariadb(tmp_path_factory) -> Iterator[MariaDB]:
     server = MariaDB(Path(tempfile.mkdtemp(prefix="qf-mariadb-")))
     server.start()
+    server.app_user("qf", "qf-secret")
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
@@ -263,8 +69,7 @@ def mariadb(tmp_path_factory) -> Iterator[MariaDB]:
 def mysql_url(mariadb: MariaDB) -> Iterator[str]:
     """A fresh database per test, reachable only by the app user `qf`."""
     name = f"qf_{uuid.uuid4().hex[:10]}"
-    mariadb.sql(f"CREATE DATABASE {name}")
-    mariadb.sql(f"GRANT ALL ON {name}.* TO 'qf'@'127.0.0.1'")
+    mariadb.app_user("qf", "qf-secret", name)
     yield f"mysql+pymysql://qf:qf-secret@127.0.0.1:{mariadb.port}/{name}"
     mariadb.sql(f"DROP DATABASE {name}")
 

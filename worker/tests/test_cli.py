@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import QUEUE_BIN, QueueCli, free_port, wait_for
+from conftest import QUEUE_BIN, QueueCli
+from servers import free_port, wait_for
 from queuefleet import Job, Queue
 
 WIDE = {"COLUMNS": "250"}

@@ -12,7 +12,8 @@ import redis
 from queuefleet import FailedJobStore, Queue, protocol
 from queuefleet.protocol import ReleaseEntry, client_runner
 
-from conftest import executed, wait_for
+from conftest import executed
+from servers import wait_for
 
 JOB = "qf_testjobs:record"
 
@@ -387,7 +388,8 @@ def test_missing_handler_fails_with_the_reason(cli, redis_url, sqlite_url):
 
 
 def test_worker_survives_a_redis_restart(tmp_path, sqlite_url):
-    from conftest import QueueCli, RedisServer
+    from conftest import QueueCli
+    from servers import RedisServer
 
     server = RedisServer(tmp_path / "own-redis", appendonly=True)
     (tmp_path / "own-redis").mkdir()

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 
-from conftest import QueueCli, TcpProxy, executed, wait_for
+from conftest import QueueCli, executed
+from servers import TcpProxy, wait_for
 from queuefleet import Queue
 from queuefleet.failed import FailedJobStore, failed_jobs
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import io
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import QUEUE_BIN, TESTS, QueueCli, TcpProxy, executed, free_port, wait_for
+from conftest import QUEUE_BIN, TESTS, QueueCli, executed
+from servers import Supervisord, TcpProxy, free_port, wait_for, worker_program
 from queuefleet import FailedJobStore, Queue
 
 RECORD = "qf_testjobs:record"
@@ -176,64 +175,20 @@ def test_kill_9_blames_only_the_job_that_was_running(cli, r, redis_url, sqlite_u
     assert stop(rescuer) == 0
 
 
-SUPERVISOR_CONF = """\
-[supervisord]
-nodaemon=true
-logfile={dir}/supervisord.log
-pidfile={dir}/supervisord.pid
-[unix_http_server]
-file={dir}/supervisor.sock
-[supervisorctl]
-serverurl=unix://{dir}/supervisor.sock
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[program:workers]
-command={queue} work --sleep 0.5 --max-lost 3
-process_name=%(program_name)s_%(process_num)02d
-numprocs={numprocs}
-directory={dir}
-startsecs=1
-startretries=3
-autorestart=true
-stopwaitsecs=10
-stdout_logfile={dir}/%(program_name)s_%(process_num)02d.log
-stderr_logfile={dir}/%(program_name)s_%(process_num)02d.err
-environment=QUEUEFLEET_REDIS_URL="{redis}",QUEUEFLEET_DATABASE_URL="{db}",QUEUEFLEET_JOBS="qf_testjobs",PYTHONPATH="{tests}",TEST_REDIS_URL="{redis}"
-"""
-
-
-class Supervisor:
+def supervised_worker(workdir: Path, redis_url: str, db_url: str, numprocs: int) -> Supervisord:
     """A real supervisord running worker processes, as in production."""
-
-    def __init__(self, workdir: Path, redis_url: str, db_url: str, numprocs: int) -> None:
-        self.dir = workdir
-        workdir.mkdir(exist_ok=True)
-        self.conf = workdir / "supervisord.conf"
-        self.conf.write_text(SUPERVISOR_CONF.format(dir=workdir, queue=QUEUE_BIN, numprocs=numprocs, redis=redis_url,
-                                                    db=db_url, tests=TESTS))
-        bin_dir = Path(sys.executable).parent
-        self.proc = subprocess.Popen([str(bin_dir / "supervisord"), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        self.ctl = [str(bin_dir / "supervisorctl"), "-c", str(self.conf)]
-
-    def status(self) -> dict[str, str]:
-        out = subprocess.run([*self.ctl, "status"], capture_output=True, text=True).stdout
-        return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
-
-    def logs(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.dir.glob("workers_*.log")))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+    env = {"QUEUEFLEET_REDIS_URL": redis_url, "QUEUEFLEET_DATABASE_URL": db_url, "QUEUEFLEET_JOBS": "qf_testjobs",
+           "PYTHONPATH": TESTS, "TEST_REDIS_URL": redis_url}
+    return Supervisord(workdir, worker_program(dir=workdir, command=f"{QUEUE_BIN} work --sleep 0.5 --max-lost 3",
+                                               numprocs=numprocs, stopwaitsecs=10, environment=env))
 
 
 def test_a_poison_job_fails_alone_under_supervisor(redis_url, r, sqlite_url, tmp_path):
     QueueCli(redis_url, sqlite_url, tmp_path).run("migrate")
     q = Queue.from_url(redis_url)
-    sup = Supervisor(tmp_path / "sup", redis_url, sqlite_url, numprocs=1)
+    sup = supervised_worker(tmp_path / "sup", redis_url, sqlite_url, numprocs=1)
     try:
-        wait_for(lambda: set(sup.status().values()) == {"RUNNING"}, timeout=20, what="supervisor to run the worker")
+        wait_for(lambda: sup.states() == {"RUNNING"}, timeout=20, what="supervisor to run the worker")
         warm_up(q, r)
         jobs = [(RECORD, {"tag": f"ok{i}"}) for i in range(30)]
         jobs.insert(12, ("qf_testjobs:poison", {"tag": "poison"}))
@@ -248,7 +203,7 @@ def test_a_poison_job_fails_alone_under_supervisor(redis_url, r, sqlite_url, tmp
         # Each death names the job that caused it: its START line was written before it ran.
         assert sup.logs().count(f"START    {poison_id} qf_testjobs:poison") == 3
         # Three deaths within startsecs at most: supervisor (startretries 3) keeps it, never FATAL.
-        wait_for(lambda: set(sup.status().values()) == {"RUNNING"}, timeout=10, what="the worker RUNNING again")
+        wait_for(lambda: sup.states() == {"RUNNING"}, timeout=10, what="the worker RUNNING again")
     finally:
         sup.close()
 
