@@ -65,16 +65,21 @@ def _namespace() -> str:
     return f"{boot}-{ns.st_dev:x}-{ns.st_ino:x}"
 
 
-def process_starttime(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unreadable."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3 onwards of /proc/<pid>/stat (state first), or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode("ascii", "replace")
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after its last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def process_starttime(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unreadable."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def parse_neighbour(worker_id: str, value: str) -> Neighbour | None:
@@ -106,10 +111,7 @@ def is_dead(pid: int, starttime: str) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return True
-    fields = stat[stat.rfind(")") + 2 :].split()
     return bool(fields) and fields[0] in ("Z", "X")
