@@ -88,7 +88,7 @@ class QueueCli:
             "QUEUEFLEET_REDIS_URL": redis_url,
             "QUEUEFLEET_DATABASE_URL": database_url,
             "QUEUEFLEET_JOBS": "qf_testjobs",
-            "PYTHONPATH": str(TESTS),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
             "TEST_REDIS_URL": redis_url,
         }
         self.env.pop("QUEUEFLEET_RELEASE", None)
