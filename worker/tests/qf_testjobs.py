@@ -3,6 +3,7 @@
 Each records what it did in Redis (`TEST_REDIS_URL`) so tests can count executions.
 """
 
+import json
 import os
 import signal
 import time
@@ -105,3 +106,53 @@ def sleep(data):
         os.write(fd, f"{data['tag']}\n".encode())
     finally:
         os.close(fd)
+
+
+# -- job context and failure callbacks ---------------------------------------------------------
+
+from queuefleet import JobFailure, on_failure  # noqa: E402
+
+
+def noted_failure(data, error):
+    """A handler's on_failure callback: note (tag, error)."""
+    client().rpush("callbacks", f"{data['tag']}|{error}")
+    if data.get("callback") == "raise":
+        raise RuntimeError("the callback itself fails")
+    if data.get("callback") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@on_failure(noted_failure)
+def with_context(data, job):
+    """Note the context, then do what data['action'] says."""
+    client().rpush("contexts", json.dumps({"id": job.id, "queue": job.queue, "job": job.job, "attempt": job.attempt,
+                                           "max_tries": job.max_tries, "pushed_at": job.pushed_at,
+                                           "last_try": job.last_try, "at": time.time()}))
+    action = data.get("action", "")
+    if action == "release" or (action == "release_once" and job.attempt == 1):
+        try:
+            job.release(data.get("delay", 0))
+        except Exception:  # noqa: BLE001 - a handler's own except clause must not swallow a release
+            client().rpush("swallowed", data["tag"])
+    if action == "fail":
+        job.fail(data.get("reason", "no reason"))
+    if action == "raise":
+        raise RuntimeError(f"raised on purpose (attempt {job.attempt})")
+    if action == "exit" and job.last_try:
+        os._exit(3)
+    client().rpush("executed", data["tag"])
+
+
+def data_only(data, extra="default"):
+    """A second parameter with a default: still called with the data only."""
+    client().rpush("executed", f"{data['tag']}:{extra}")
+
+
+def hook(failure: JobFailure):
+    """A worker-wide --on-failure hook."""
+    client().rpush("hooked", json.dumps({"id": failure.id, "job": failure.job, "queue": failure.queue,
+                                         "error": failure.error, "attempts": failure.attempts, "data": failure.data}))
+
+
+def broken_hook(failure: JobFailure):
+    raise RuntimeError("the hook fails")

@@ -206,10 +206,13 @@ def main(ctx: click.Context, redis_url: str, database_url: str, prefix: str) -> 
 @click.option("--max-lost", default=3, show_default=True, type=int, callback=_positive("--max-lost", True), help="Fail a job whose worker died this many times while running it (0 = never).")
 @click.option("--prefetch", default=32, show_default=True, type=click.IntRange(1, 1000), help="Most jobs reserved in one round trip (fewer when jobs are slow).")
 @click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.option("--on-failure", envvar="QUEUEFLEET_ON_FAILURE", default="", metavar="MODULE:FUNCTION",
+              help="Called with a queuefleet.JobFailure once for every job that fails for good (QUEUEFLEET_ON_FAILURE); "
+                   "its module must be allowed by --jobs.")
 @click.pass_obj
 def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float, memory: int, sleep: float, backoff: list[float],
          max_jobs: int, max_time: float, stop_when_empty: bool, once: bool, name: str, release: str, lease: float,
-         drain_timeout: float, max_lost: int, prefetch: int, log_format: str) -> None:
+         drain_timeout: float, max_lost: int, prefetch: int, log_format: str, on_failure: str) -> None:
     """Run jobs from the queues until stopped (what supervisor runs).
 
     The release a worker reports is --release or QUEUEFLEET_RELEASE from the process
@@ -229,6 +232,7 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         raise click.BadParameter(f"bad module prefix in {jobs!r}: {exc}", param_hint="--jobs") from None
     if not allowed:
         raise click.UsageError("no job modules are allowed: pass --jobs myapp.jobs (or set QUEUEFLEET_JOBS)")
+    _check_failure_hook(on_failure, allowed)
     _check_redis_url(obj.redis_url)
     store = obj.store(check=False)
     try:
@@ -243,9 +247,21 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
         max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
         lease=lease, drain_timeout=drain_timeout, max_lost=max_lost, prefetch=prefetch, log_format=log_format,
-        prefix=obj.prefix,
+        prefix=obj.prefix, on_failure=on_failure,
     )
     sys.exit(Worker(obj.redis_url, store, options).run())
+
+
+def _check_failure_hook(name: str, allowed: tuple[str, ...]) -> None:
+    from .callbacks import FailureCallbacks
+    from .handlers import HandlerNotFound, HandlerRegistry, JobNotAllowed
+
+    try:
+        FailureCallbacks.resolve_hook(HandlerRegistry(allowed), name)
+    except (ValueError, JobNotAllowed) as exc:
+        raise click.BadParameter(str(exc), param_hint="--on-failure") from None
+    except HandlerNotFound as exc:
+        _die(f"--on-failure: {exc}", 2)
 
 
 def _check_redis_url(url: str) -> None:

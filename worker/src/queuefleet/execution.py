@@ -10,7 +10,8 @@ import traceback
 from dataclasses import dataclass
 from enum import Enum
 
-from .handlers import HandlerNotFound, HandlerRegistry, JobNotAllowed
+from .context import FailJob, JobContext, ReleaseJob
+from .handlers import HandlerNotFound, HandlerRegistry, HandlerSpec, JobNotAllowed
 from .logs import JobLog
 from .payload import Job, PayloadError
 from .protocol import Reserved
@@ -26,6 +27,7 @@ class Kind(Enum):
     MALFORMED = "malformed"  # not a job at all: stored as it is
     STORE = "store"  # failed earlier; only storing the failure is left
     INTERRUPTED = "interrupted"  # stopped by the worker (second signal): put back uncounted
+    RELEASE = "release"  # the handler asked to run again later (JobContext.release)
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Outcome:
     job: Job | None = None
     error: str = ""
     runtime: float = 0.0
+    delay: float = 0.0  # RELEASE: seconds until the job runs again
+    spec: HandlerSpec | None = None  # the resolved handler, for its failure callback
 
 
 class JobRunner:
@@ -66,18 +70,28 @@ class JobRunner:
         if max_tries and job.attempts > max_tries:
             return Outcome(Kind.FAIL, job, f"job has been attempted {job.attempts - 1} times, more than its {max_tries} tries")
         try:
-            handler = self.handlers.resolve(job.job)
+            spec = self.handlers.spec(job.job)
         except (JobNotAllowed, HandlerNotFound) as exc:
             return Outcome(Kind.FAIL, job, f"{exc.__class__.__name__}: {exc}")  # permanent: no retries spent
-        return self._call(handler, job)
+        outcome = self._call(spec, job)
+        outcome.spec = spec
+        return outcome
 
-    def _call(self, handler, job: Job) -> Outcome:  # type: ignore[no-untyped-def]
+    def context(self, job: Job) -> JobContext:
+        return JobContext(job.id, job.queue, job.job, job.attempts, self.max_tries(job), job.pushed_at, job.lost)
+
+    def _call(self, spec: HandlerSpec, job: Job) -> Outcome:
         timeout = float(job.timeout or self.default_timeout)
+        args = (job.data, self.context(job)) if spec.takes_context else (job.data,)
         self.log.job("start", job.id, job.job, job.queue, job.attempts)
         self.log.flush()  # written before the handler runs: a handler that kills the process is named
         start = time.monotonic()
         try:
-            self.guard.run(handler, (job.data,), timeout, job.id, job.job)
+            self.guard.run(spec.func, args, timeout, job.id, job.job)
+        except ReleaseJob as asked:
+            return Outcome(Kind.RELEASE, job, runtime=time.monotonic() - start, delay=asked.delay)
+        except FailJob as asked:
+            return Outcome(Kind.FAIL, job, f"FailJob: {asked.reason}", time.monotonic() - start)
         except JobTimeout:
             return Outcome(Kind.ERROR, job, f"JobTimeout: {job.job} ran longer than its timeout of {timeout:g}s and was stopped",
                            time.monotonic() - start)

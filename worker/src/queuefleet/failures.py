@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
+from .callbacks import FailureCallbacks
 from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore, StoreFailed
 from .logs import JobLog
@@ -23,12 +24,16 @@ HOLD_CAP = 300.0
 # (which runs while the main thread is stuck) passes direct calls.
 ReleaseFn = Callable[[Reserved, ReleaseEntry], bool]  # False: the lease was lost, nothing released
 AckFn = Callable[[Reserved], None]
+# Replaces a held job's payload (False: the lease was lost). The watchdog passes None: it
+# leaves the failure callbacks to the next worker instead of calling app code itself.
+RewriteFn = Callable[[Reserved, str], bool] | None
 
 
 class FailurePolicy:
     def __init__(self, runner: JobRunner, store: FailedJobStore, connection_name: str, log: JobLog, *,
-                 backoff: list[float], stderr: TextIO | None = None) -> None:
+                 backoff: list[float], callbacks: FailureCallbacks | None = None, stderr: TextIO | None = None) -> None:
         self.runner = runner
+        self.callbacks = callbacks
         self.store = store
         self.connection_name = connection_name
         self.log = log
@@ -36,7 +41,7 @@ class FailurePolicy:
         self.stderr = stderr or sys.stderr
         self.failed = 0  # failed attempts, retries included (heartbeat field)
 
-    def failed_attempt(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+    def failed_attempt(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
         """An attempt that raised (or timed out): retry after the backoff while tries are left, else fail."""
         job = outcome.job
         assert job is not None
@@ -45,14 +50,28 @@ class FailurePolicy:
         print(f"job {job.id} ({job.job}) attempt {job.attempts} failed:\n{outcome.error}", file=self.stderr, flush=True)
         max_tries = self.runner.max_tries(job)
         if max_tries and job.attempts >= max_tries:
-            self._store(entry, job, outcome, release, ack)
+            self._store(entry, job, outcome, release, ack, rewrite)
             return
         delay = backoff_for(job.backoff or self.backoff, job.attempts)
         if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode())):
             self.log.job("retry", job.id, job.job, job.queue, job.attempts, outcome.runtime, delay=f"{delay:g}s",
                          error=summary(outcome.error, 200))
 
-    def fail(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+    def released(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
+        """The handler asked to run again after `outcome.delay` (an attempt like any other): on its last try it fails."""
+        job = outcome.job
+        assert job is not None
+        max_tries = self.runner.max_tries(job)
+        if max_tries and job.attempts >= max_tries:
+            outcome.error = (f"ReleaseJob: released itself to run again in {outcome.delay:g}s on its last try "
+                             f"({job.attempts} of {max_tries})")
+            self.fail(entry, outcome, release, ack, rewrite)
+            return
+        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(outcome.delay * 1000))):
+            self.log.job("released", job.id, job.job, job.queue, job.attempts, outcome.runtime, reason="by its handler",
+                         delay=f"{outcome.delay:g}s")
+
+    def fail(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
         """No further tries: store it in failed jobs, then ack it."""
         self.failed += 1
         if outcome.kind is Kind.MALFORMED:
@@ -62,9 +81,12 @@ class FailurePolicy:
         assert job is not None
         if outcome.kind is not Kind.STORE and (not job.errors or job.errors[-1].get("attempt") != job.attempts):
             job.note_error(job.attempts, summary(outcome.error))
-        self._store(entry, job, outcome, release, ack)
+        self._store(entry, job, outcome, release, ack, rewrite)
 
-    def _store(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
+    def _store(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
+        if self.callbacks is not None and not job.notified and self.callbacks.wanted(job, outcome.spec):
+            if not self._notify(entry, job, outcome, release, rewrite):
+                return
         job.failure, holds = None, job.holds
         job.holds = 0
         payload = job.encode()
@@ -78,6 +100,21 @@ class FailurePolicy:
         ack(entry)
         extra = {"stored": how} if how != "stored" else {}
         self.log.job("failed", job.id, job.job, job.queue, job.attempts, outcome.runtime, error=summary(outcome.error, 200), **extra)
+
+    def _notify(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, rewrite: RewriteFn) -> bool:
+        """Mark the failure in Redis, then call the callbacks; False when the job is no longer ours to store."""
+        assert self.callbacks is not None
+        job.failure, job.notified = outcome.error, rewrite is not None
+        if rewrite is None:  # the watchdog: the next worker calls them, then stores the failure
+            release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True,
+                                        payload=job.encode()))
+            return False
+        if not rewrite(entry, job.encode()):
+            self.log.event("error", f"job {job.id} ({job.job}) failed for good but its lease was lost: another worker "
+                                    "may run it; its failure callbacks are not called here")
+            return False
+        self.callbacks.call(job, summary(outcome.error), outcome.spec)
+        return True
 
     def _store_malformed(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
         raw = entry.raw.decode("utf-8", "replace") if isinstance(entry.raw, bytes) else str(entry.raw)

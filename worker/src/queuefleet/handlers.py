@@ -9,11 +9,34 @@ resolve, ``os:system`` and ``myapp.jobsx:f`` do not.
 from __future__ import annotations
 
 import importlib
+import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from .context import ON_FAILURE_ATTR
 from .payload import check_job_name
 
-Handler = Callable[[Any], Any]
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A resolved handler: the function, whether it takes a JobContext, and its failure callback."""
+
+    func: Handler
+    takes_context: bool = False
+    on_failure: Callable[..., Any] | None = None
+
+
+def takes_context(func: Handler) -> bool:
+    """True when `func`'s second positional parameter has no default: `def f(data, job)`.
+    One-argument handlers, and handlers whose extra parameters have defaults, get the data only."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 and positional[1].default is inspect.Parameter.empty
 
 
 class JobNotAllowed(Exception):
@@ -45,6 +68,7 @@ class HandlerRegistry:
     def __init__(self, allowed: Iterable[str]) -> None:
         self.allowed = tuple(allowed)
         self._cache: dict[str, Handler] = {}
+        self._specs: dict[str, HandlerSpec] = {}
 
     def is_allowed(self, module: str) -> bool:
         return module in ALWAYS_ALLOWED or any(module == p or module.startswith(p + ".") for p in self.allowed)
@@ -68,3 +92,22 @@ class HandlerRegistry:
             raise HandlerNotFound(f"module {module_name!r} has no callable {func_name!r} (job {job!r})")
         self._cache[job] = handler
         return handler
+
+    def spec(self, job: str) -> HandlerSpec:
+        """`resolve`, plus how to call the handler and its failure callback (checked against the allow-list)."""
+        spec = self._specs.get(job)
+        if spec is not None:
+            return spec
+        func = self.resolve(job)
+        callback = getattr(func, ON_FAILURE_ATTR, None)
+        if callback is not None:
+            self.check_callable(callback, f"the failure callback of {job!r}")
+        spec = self._specs[job] = HandlerSpec(func, takes_context(func), callback)
+        return spec
+
+    def check_callable(self, func: Callable[..., Any], what: str) -> None:
+        """A callback given as a function object must live in an allowed module too."""
+        module = getattr(func, "__module__", None) or "?"
+        if not callable(func) or not self.is_allowed(module):
+            raise JobNotAllowed(f"{what} ({getattr(func, '__qualname__', func)!r} in module {module!r}) is outside "
+                                f"the allowed job modules ({', '.join(self.allowed) or 'none'})")

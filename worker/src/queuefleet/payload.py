@@ -153,6 +153,8 @@ class Job:
     failure: str | None = None
     holds: int = 0  # how many times storing the failure was put off
     lost: int = 0
+    # Set (with `failure`) just before the failure callbacks are called: they are never called again.
+    notified: bool = False
 
     @classmethod
     def new(
@@ -204,7 +206,7 @@ class Job:
             "pushed_at": self.pushed_at,
             "errors": self.errors,
             "attempts": self.attempts,
-            **({"failure": self.failure, "holds": self.holds} if self.failure is not None else {}),
+            **({"failure": self.failure, "holds": self.holds, "notified": self.notified} if self.failure is not None else {}),
         }
 
     def encode(self) -> str:
@@ -251,6 +253,9 @@ class Job:
             failure = doc.get("failure")
             if failure is not None and not isinstance(failure, str):
                 raise ValueError("failure must be a string")
+            notified = doc.get("notified", False)
+            if not isinstance(notified, bool):
+                raise ValueError("notified must be true or false")
             holds = doc.get("holds") or 0
             if not isinstance(holds, int) or isinstance(holds, bool) or holds < 0:
                 raise ValueError("holds must be an integer >= 0")
@@ -268,6 +273,7 @@ class Job:
                 lost=lost,
                 failure=failure,
                 holds=holds,
+                notified=notified,
             )
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload is malformed: {exc}") from None

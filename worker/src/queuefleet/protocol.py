@@ -140,6 +140,11 @@ def release(run: Runner, prefix: str, entries: Sequence[ReleaseEntry]) -> list[s
     return [text(s) for s in run("release", args)]
 
 
+def rewrite(run: Runner, prefix: str, entry: Reserved, payload: str) -> bool:
+    """Replace the payload of a job we hold; False when its lease was lost (nothing written)."""
+    return bool(run("rewrite", [prefix, entry.id, entry.token, payload]))
+
+
 def extend(run: Runner, prefix: str, entries: Sequence[tuple[str, str, str]], lease_ms: int) -> list[str]:
     """Extend leases we hold; returns the ids we no longer held."""
     if not entries:

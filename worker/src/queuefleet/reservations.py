@@ -30,7 +30,7 @@ from .identity import ProcessIdentity
 from .link import Announcer, PipelinedLink
 from .logs import JobLog
 from .notes import RunningNote
-from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release
+from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release, rewrite
 
 RECLAIM_FOR = 20.0  # seconds after a lost fetch reply during which its reservations are looked for
 
@@ -140,6 +140,11 @@ class Reservations:
         kept = release(self.link.call, self.prefix, [release_entry])
         self.holdings.dropped(entry)
         return not kept
+
+    def rewrite(self, entry: Reserved, payload: str) -> bool:
+        """Replace the stored payload of `entry` (still reserved); False when its lease was lost."""
+        self.link.drain()
+        return rewrite(self.link.call, self.prefix, entry, payload)
 
     def give_back_waiting(self) -> None:
         """Hand back every reserved-ahead job, to the front of its queue, attempt not counted."""

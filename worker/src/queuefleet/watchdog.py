@@ -69,7 +69,7 @@ class Watchdog:
                     job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
                     error = f"JobTimeout: {job.job} ran past its timeout of {guard.timeout:g}s and did not stop; the worker exits"
                     self.failures.failed_attempt(entry, Outcome(Kind.ERROR, job, error, guard.running_for()), self._release,
-                                                 self._ack)
+                                                 self._ack, None)
                 else:
                     self._release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True))
             except Exception as exc:  # noqa: BLE001 - exiting is what matters now

@@ -18,6 +18,7 @@ import redis
 
 from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore
+from .callbacks import FailureCallbacks
 from .failures import FailurePolicy
 from .handlers import HandlerRegistry
 from .identity import current_identity
@@ -61,6 +62,7 @@ class WorkerOptions:
     timeout_grace: float = 5.0
     log_format: str = "plain"
     prefix: str = "queuefleet"
+    on_failure: str = ""  # `module:function` called for every job that fails for good (allow-listed)
 
 
 class Worker:
@@ -82,9 +84,13 @@ class Worker:
         self.note = RunningNote(self.identity.pid, self.identity.instance)
         self.reservations = Reservations(self.link, self.announcer, self.note, options.prefix, self.identity,
                                          options.queues, options.lease, self.log)
-        self.runner = JobRunner(HandlerRegistry(options.allowed), self.guard, self.log, default_tries=options.tries,
+        handlers = HandlerRegistry(options.allowed)
+        self.runner = JobRunner(handlers, self.guard, self.log, default_tries=options.tries,
                                 default_timeout=options.timeout, max_lost=options.max_lost)
-        self.failures = FailurePolicy(self.runner, store, self.where, self.log, backoff=options.backoff, stderr=self.stderr)
+        callbacks = FailureCallbacks(handlers, self.guard, self.log, self.stderr, default_timeout=options.timeout,
+                                     hook=FailureCallbacks.resolve_hook(handlers, options.on_failure))
+        self.failures = FailurePolicy(self.runner, store, self.where, self.log, backoff=options.backoff,
+                                      callbacks=callbacks, stderr=self.stderr)
         keeper_runner = client_runner(self.keeper_client)
         self.watchdog = Watchdog(self.guard, self.signals, self.reservations, self.failures, keeper_runner, options.prefix,
                                  self.log, self.identity.worker_id, options.timeout_grace, options.drain_timeout, exit)
@@ -279,10 +285,12 @@ class Worker:
             self.reservations.finished(entry, outcome.runtime)
             self.log.job("done", entry.id, outcome.job.job, entry.queue, entry.attempts, outcome.runtime)
             return
+        r, failures = self.reservations, self.failures
         settle = {
-            Kind.ERROR: lambda: self.failures.failed_attempt(entry, outcome, self.reservations.release, self.reservations.ack_now),
-            Kind.INTERRUPTED: lambda: self.failures.interrupted(entry, outcome, self.reservations.release),
-        }.get(outcome.kind, lambda: self.failures.fail(entry, outcome, self.reservations.release, self.reservations.ack_now))
+            Kind.ERROR: lambda: failures.failed_attempt(entry, outcome, r.release, r.ack_now, r.rewrite),
+            Kind.RELEASE: lambda: failures.released(entry, outcome, r.release, r.ack_now, r.rewrite),
+            Kind.INTERRUPTED: lambda: failures.interrupted(entry, outcome, r.release),
+        }.get(outcome.kind, lambda: failures.fail(entry, outcome, r.release, r.ack_now, r.rewrite))
         if outcome.kind is Kind.ERROR:
             holdings = self.reservations.holdings
             holdings.runtime_ewma = 0.8 * holdings.runtime_ewma + 0.2 * outcome.runtime
