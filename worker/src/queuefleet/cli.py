@@ -17,7 +17,7 @@ import redis
 
 from .failed import DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
-from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, parse_backoff
+from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, check_unique_key, parse_backoff
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
 
 EXIT_UNAVAILABLE = 1
@@ -280,10 +280,12 @@ def _check_redis_url(url: str) -> None:
 @click.option("--timeout", type=float, default=None, callback=_positive("--timeout"), help="Seconds this job may run (overrides the worker's --timeout).")
 @click.option("--backoff", default=None, callback=_backoff, help="Retry delays for this job: S or S1,S2,...")
 @click.option("--id", "job_id", default=None, help="Your own job id: pushing the same id again does nothing while the job is queued or running, nor for a day after it finished (safe retries).")
+@click.option("--unique-key", default=None, help="No second job with this key is pushed while one is queued or running; prints the id of the job holding it.")
+@click.option("--unique-for", default=3600.0, show_default=True, type=float, callback=_positive("--unique-for"), help="Seconds the unique key lives at most.")
 @click.pass_obj
 @_redis_errors
 def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int | None, timeout: float | None,
-         backoff: list[float] | None, job_id: str | None) -> None:
+         backoff: list[float] | None, job_id: str | None, unique_key: str | None, unique_for: float) -> None:
     """Push JOB (package.module:function) with JSON data; prints the job id."""
     try:
         payload = json.loads(data, parse_constant=_no_constant)
@@ -293,8 +295,19 @@ def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int
         item = Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff, id=job_id)
         item.encode()
         check_seconds("--delay", delay, maximum=MAX_DELAY)
+        if unique_key is not None:
+            check_unique_key(unique_key)
+            check_seconds("--unique-for", unique_for, maximum=MAX_DELAY, allow_zero=False)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if unique_key is not None:
+        pushed, holder = obj.queue().enqueue_unique(item, unique_key, unique_for, delay=delay, given_id=job_id is not None)
+        if holder != item.id:
+            click.echo(f"queue: job {holder} holds unique key {unique_key!r} (queued or running): not pushed", err=True)
+        elif not pushed:
+            click.echo(f"queue: job {item.id} is already queued or ran recently: not pushed again", err=True)
+        click.echo(holder)
+        return
     if not obj.queue().enqueue(item, delay=delay, given_id=job_id is not None):
         click.echo(f"queue: job {item.id} is already queued or ran recently: not pushed again", err=True)
     click.echo(item.id)

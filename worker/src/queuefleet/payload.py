@@ -59,6 +59,12 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+def check_unique_key(key: str) -> str:
+    if not isinstance(key, str) or not JOB_ID.fullmatch(key):
+        raise ValueError(f"unique_key must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(key)}")
+    return key
+
+
 def check_seconds(name: str, value: Any, *, maximum: float, allow_zero: bool = True) -> float:
     """A finite number of seconds in [0, maximum] (or (0, maximum]); a clear ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
-from .payload import MAX_DELAY, Job, check_job_id, check_job_name, check_queue_name, check_seconds, encode_data, new_id
+from .payload import (MAX_DELAY, Job, check_job_id, check_job_name, check_queue_name, check_seconds, check_unique_key,
+                      encode_data, new_id)
 from .protocol import NOTIFY_CAP, text
 from .scripts import SCRIPTS
 
@@ -22,6 +23,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "queuefleet"
 PUSH_CHUNK = 5000
 REMEMBER_IDS = 86400.0  # seconds a finished job's producer-given id is remembered
+UNIQUE_FOR = 3600.0  # seconds a unique job's key lives at most, by default
 HOST_SIGNAL_TTL = 7 * 86400  # seconds a host-scoped restart signal is kept
 
 
@@ -93,16 +95,36 @@ class Queue:
         timeout: float | None = None,
         backoff: Any = None,
         id: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float = UNIQUE_FOR,
     ) -> str:
         """Push one job; returns its id. One round trip.
 
         With `id` (your own, 1-128 of A-Z a-z 0-9 _ . : -), pushing is idempotent: a job
         with that id that is queued, running, or finished within `remember_ids` seconds
         is not pushed again, so a push that raised can simply be retried.
+
+        With `unique_key` (same characters as an id), no second job with that key is pushed
+        while one is queued, delayed or running: the push returns the id of the job that
+        holds the key instead. The key is let go when that job is done or stored as failed,
+        or `unique_for` seconds after the push, whichever comes first.
         """
         item = Job.new(job, data, queue, tries=tries, timeout=timeout, backoff=backoff, id=id)
+        if unique_key is not None:
+            return self.enqueue_unique(item, unique_key, unique_for, delay=delay, given_id=id is not None)[1]
         self.enqueue(item, delay=delay, given_id=id is not None)
         return item.id
+
+    def enqueue_unique(self, item: Job, key: str, unique_for: float = UNIQUE_FOR, *, delay: float = 0,
+                       given_id: bool = True) -> tuple[bool, str]:
+        """Push an already-built job holding unique `key`: (True, its id) when pushed, else (False, the id
+        of the job that holds the key, or its own id when that id was pushed before)."""
+        check_unique_key(key)
+        lock_ms = int(round(check_seconds("unique_for", unique_for, maximum=MAX_DELAY, allow_zero=False) * 1000))
+        remember = self.remember_ms if given_id else 0
+        pushed, holder = self._run("push_unique", [self.prefix, item.queue, _delay_ms(delay), NOTIFY_CAP, remember, key,
+                                                    max(lock_ms, 1), item.id, item.encode()])
+        return bool(pushed), text(holder)
 
     def enqueue(self, item: Job, *, delay: float = 0, given_id: bool = True) -> bool:
         """Push an already-built job under its own id; False when that id was already

@@ -15,7 +15,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 NAMES = (
-    "push", "fetch", "ack", "release", "extend", "rewrite", "reap", "heartbeat", "deregister",
+    "push", "push_unique", "fetch", "ack", "release", "extend", "rewrite", "reap", "heartbeat", "deregister",
     "restart", "status", "sizes", "clear",
 )
 

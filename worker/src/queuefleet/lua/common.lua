@@ -10,6 +10,9 @@
 --                                  lease token while the job is reserved, or the word
 --                                  'suspect' while it waits after an unexplained death
 --                P:pushed            zset, producer-given id -> forget-at (ms): pushed recently
+--                P:uniques           hash, id -> unique key, for jobs pushed with one
+-- Per unique key: P:unique:<key>     string, id of the queued or running job that holds the
+--                                  key (expires after the push's unique_for)
 -- Per worker:    P:running:<base>  "<token> <id>" of the suspect job the worker with lease
 --                                  tokens <base>:<n> runs now (set before such a job starts,
 --                                  kept alive by the heartbeat, so it outlives the worker by a
@@ -32,6 +35,8 @@ function K.attempts(p) return p .. ':attempts' end
 function K.tokens(p) return p .. ':tokens' end
 function K.lost(p) return p .. ':lost' end
 function K.pushed(p) return p .. ':pushed' end
+function K.uniques(p) return p .. ':uniques' end
+function K.unique(p, key) return p .. ':unique:' .. key end
 function K.queues(p) return p .. ':queues' end
 function K.seq(p) return p .. ':seq' end
 function K.restart(p) return p .. ':restart' end
@@ -67,6 +72,17 @@ end
 -- Forget everything stored about jobs that are finished (done or stored as failed).
 local function forget(p, ids)
   for _, key in ipairs({K.payloads(p), K.attempts(p), K.tokens(p), K.lost(p)}) do each_chunk('HDEL', key, ids) end
+  -- Unique jobs let go of their key (only if it is still theirs: it may have expired and been taken).
+  if #ids > 0 and redis.call('HLEN', K.uniques(p)) > 0 then
+    for s = 1, #ids, 1000 do
+      local chunk = {unpack(ids, s, math.min(s + 999, #ids))}
+      local keys = redis.call('HMGET', K.uniques(p), unpack(chunk))
+      for i, key in ipairs(keys) do
+        if key and redis.call('GET', K.unique(p, key)) == chunk[i] then redis.call('DEL', K.unique(p, key)) end
+      end
+      redis.call('HDEL', K.uniques(p), unpack(chunk))
+    end
+  end
 end
 
 -- Ack (queue, id, token) triples from ARGV[first ..]. Fenced: only the holder of
