@@ -8,8 +8,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -272,6 +272,40 @@ def _check_redis_url(url: str) -> None:
 
 
 @main.command()
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              envvar="QUEUEFLEET_SCHEDULE", help="Schedule file (.json or .toml; QUEUEFLEET_SCHEDULE).")
+@click.option("--list", "list_only", is_flag=True, help="Check the file and print each entry's next runs (UTC), then exit.")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.pass_obj
+def schedule(obj: Context, path: Path, list_only: bool, log_format: str) -> None:
+    """Push jobs by cron expressions (UTC, the Redis server's clock): run it under supervisor,
+    on one host or several; each tick of each entry is pushed once fleet-wide."""
+    from .identity import current_identity
+    from .logs import JobLog
+    from .schedule import ScheduleError, Scheduler, describe_next, load
+
+    try:
+        entries = load(path)
+    except ScheduleError as exc:
+        raise click.UsageError(str(exc)) from None
+    if list_only:
+        now = time.time()
+        for entry in entries:
+            catch_up = "catch up" if entry.catch_up else "skip missed"
+            click.echo(f"{entry.name}: {entry.cron} -> {entry.job} on {entry.queue} ({catch_up}); next: "
+                       + ", ".join(describe_next(entry, now)))
+        return
+    _check_redis_url(obj.redis_url)
+    scheduler = Scheduler(obj.redis_url, entries, prefix=obj.prefix, log=JobLog(fmt=log_format, pool="schedule"),
+                          host=current_identity().host, release=installed_release())
+    scheduler.install_signals()
+    try:
+        sys.exit(scheduler.run())
+    except redis.RedisError as exc:  # not an outage (those are waited out): a wrong password, a bad database number
+        _die(f"scheduler stopped: Redis at {redacted_url(obj.redis_url)}: {exc}")
+
+
+@main.command()
 @click.argument("job")
 @click.option("--data", default="null", show_default=True, help="Job data as JSON.")
 @click.option("--queue", default="default", show_default=True)
@@ -355,8 +389,12 @@ def status(obj: Context, as_json: bool, only: str | None) -> None:
     q = obj.queue()
     state = q.status(_queues(None, None, only) if only else None)  # type: ignore[arg-type]
     sizes, workers, restart_state = state.sizes, state.workers, state.restart
+    from .schedule import read_schedule
+
+    schedule = read_schedule(q.redis, obj.prefix)
     if as_json:
-        click.echo(json.dumps({"queues": sizes, "workers": workers, "restart": restart_state}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"queues": sizes, "workers": workers, "restart": restart_state, "schedule": schedule},
+                              indent=2, sort_keys=True))
         return
     from rich.console import Console
     from rich.table import Table
@@ -375,6 +413,15 @@ def status(obj: Context, as_json: bool, only: str | None) -> None:
         wt.add_row(w.get("host", ""), w.get("pid", ""), w.get("pool", ""), w.get("release", "") or "-", w.get("state", ""),
                    w.get("job", "") or "-", w.get("processed", "0"), w.get("failed", "0"), _age(w.get("started", "")), _age(w.get("last_seen", "")) + " ago")
     console.print(wt)
+    if schedule:
+        st = Table(title="Schedule (UTC, the Redis server's clock)")
+        for col in ("entry", "cron", "job", "queue", "next run", "scheduler seen"):
+            st.add_column(col)
+        for name, e in schedule.items():
+            nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e.get("next", 0))))
+            st.add_row(name, str(e.get("cron", "")), str(e.get("job", "")), str(e.get("queue", "")), nxt,
+                       f"{_age(str(e.get('seen', '')))} ago on {e.get('host', '?')}")
+        console.print(st)
 
 
 @main.command()

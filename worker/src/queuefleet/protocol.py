@@ -75,7 +75,7 @@ class ReleaseEntry:
     payload: str = ""
 
 
-def _signal(raw: Sequence[Any]) -> RestartSignal:
+def parse_signal(raw: Sequence[Any]) -> RestartSignal:
     return RestartSignal(int(raw[0]), text(raw[1]), text(raw[2]) if len(raw) > 2 else "")
 
 
@@ -116,7 +116,7 @@ def parse_fetch(reply: Sequence[Any]) -> FetchResult:
                  flat[i + 5])
         for i in range(0, len(flat), 6)
     ]
-    return FetchResult(_signal(restart), _signal(host_restart), int(next_due), int(now), [text(s) for s in lost], jobs,
+    return FetchResult(parse_signal(restart), parse_signal(host_restart), int(next_due), int(now), [text(s) for s in lost], jobs,
                        [text(k) for k in wait_keys], text(running_key), int(reclaimed))
 
 

@@ -18,6 +18,8 @@
 --                                  kept alive by the heartbeat, so it outlives the worker by a
 --                                  lease). Every job is also noted in a file on the worker's
 --                                  own host, which its neighbours read when it dies.
+-- Scheduler:     P:schedule:last (hash, entry name -> last tick handled, ms),
+--                P:schedule:entries (hash, entry name -> what a scheduler announced, JSON)
 -- Fleet:         P:queues (set), P:seq (counter), P:restart and P:restart:host:<h> (hashes),
 --                P:workers (set), P:worker:<id> (heartbeat hash),
 --                P:registry:<ns> (hash, worker id -> "pid starttime instance queues")
@@ -35,6 +37,8 @@ function K.attempts(p) return p .. ':attempts' end
 function K.tokens(p) return p .. ':tokens' end
 function K.lost(p) return p .. ':lost' end
 function K.pushed(p) return p .. ':pushed' end
+function K.schedule_last(p) return p .. ':schedule:last' end
+function K.schedule_entries(p) return p .. ':schedule:entries' end
 function K.uniques(p) return p .. ':uniques' end
 function K.unique(p, key) return p .. ':unique:' .. key end
 function K.queues(p) return p .. ':queues' end
@@ -52,6 +56,12 @@ local function token_base(token) return string.match(token, '^(.*):[^:]*$') or t
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- {generation, release, id} of a restart signal hash (fleet-wide or one host's).
+local function restart_of(key)
+  local r = redis.call('HMGET', key, 'generation', 'release', 'id')
+  return {r[1] or '0', r[2] or '', r[3] or ''}
 end
 
 -- Wake idle workers of `queue` (at most `cap` pending wake-ups).

@@ -130,9 +130,5 @@ if #jobs == 0 then
   end
 end
 
-local function restart_of(key)
-  local r = redis.call('HMGET', key, 'generation', 'release', 'id')
-  return {r[1] or '0', r[2] or '', r[3] or ''}
-end
 return {restart_of(K.restart(p)), restart_of(K.host_restart(p, host)), next_due, now, lost_acks, token, jobs, wait_keys,
         K.running(p, token_base), reclaimed}

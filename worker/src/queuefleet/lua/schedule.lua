@@ -1,0 +1,37 @@
+-- The scheduler's state (see schedule.py): per entry the last tick handled (a watermark
+-- that only moves forward) and what schedulers announce for `queue status`.
+-- ARGV[1] prefix, ARGV[2] mode:
+--   'last', host, name...      -> {restart signal, this host's restart signal, the watermark (ms)
+--                                 of each name or false}; a scheduler exits on a new signal
+--   'claim', name, tick_ms, push ('1'/'0'), queue, notify_cap, remember_ms, id, payload
+--                              -> 1 when this call moved the watermark to tick_ms (and pushed
+--                                 the job, unless push is '0'), 0 when the tick was handled
+--   'announce', (name, json)...-> records each entry's description
+--   'list'                     -> name, json, name, json, ... of every announced entry
+local p, mode = ARGV[1], ARGV[2]
+if mode == 'last' then
+  local lasts = {}
+  if #ARGV >= 4 then lasts = redis.call('HMGET', K.schedule_last(p), unpack(ARGV, 4)) end
+  return {restart_of(K.restart(p)), restart_of(K.host_restart(p, ARGV[3])), lasts}
+elseif mode == 'announce' then
+  if #ARGV < 4 then return 0 end
+  redis.call('HSET', K.schedule_entries(p), unpack(ARGV, 3))
+  return 1
+elseif mode == 'list' then
+  return redis.call('HGETALL', K.schedule_entries(p))
+end
+-- claim
+local name, tick, push, queue = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local cap, remember, id, payload = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local last = tonumber(redis.call('HGET', K.schedule_last(p), name) or '-1')
+if tick <= last then return 0 end
+redis.call('HSET', K.schedule_last(p), name, tick)
+if push ~= '1' then return 1 end
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', K.pushed(p), '-inf', now)
+if redis.call('ZSCORE', K.pushed(p), id) or redis.call('HSETNX', K.payloads(p), id, payload) == 0 then return 1 end
+redis.call('ZADD', K.pushed(p), now + remember, id)
+redis.call('SADD', K.queues(p), queue)
+redis.call('LPUSH', K.ready(p, queue), id)
+notify(p, queue, 1, cap)
+return 1
