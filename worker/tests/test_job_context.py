@@ -165,3 +165,13 @@ def test_a_stuck_last_try_leaves_its_callbacks_to_the_next_worker(cli, r, redis_
     assert row.uuid == job_id and "did not stop" in row.exception
     assert [h["id"] for h in hooked(r)] == [job_id]
     assert r.lrange("started", 0, -1) == [b"stuck"]  # and the job did not run again
+
+
+def test_a_timeout_on_the_last_try_calls_the_hook_once(cli, r, redis_url, sqlite_url):
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:slow", {"tag": "late", "seconds": 5}, timeout=0.5, tries=2)
+    cli.run("work", "--stop-when-empty", "--on-failure", "qf_testjobs:hook")
+    [row] = failed(sqlite_url)
+    assert row.uuid == job_id and "JobTimeout" in row.exception
+    [hook] = hooked(r)
+    assert hook["id"] == job_id and hook["attempts"] == 2 and hook["error"].startswith("JobTimeout: qf_testjobs:slow ran longer")

@@ -1,4 +1,4 @@
-"""Job handlers of the demo app: a fast one, a slow one and one that fails."""
+"""Job handlers of the demo app: a fast one, a slow one, one that fails, and one that uses its job context."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import redis
+from queuefleet import JobContext, on_failure
 
 from . import __version__
 
@@ -45,3 +46,19 @@ def slow(data: Any) -> None:
 def fail(data: Any) -> None:
     """Always fail, so the job ends up in failed_jobs."""
     raise RuntimeError(f"demo failure for {data!r}")
+
+
+def _report_failure(data: Any, error: str) -> None:
+    """Failure callback of `remind`: called once when a reminder fails for good."""
+    _redis().rpush("demo:failures", f"{data.get('id', '?') if isinstance(data, dict) else '?'}: {error}")
+
+
+@on_failure(_report_failure)
+def remind(data: Any, job: JobContext) -> None:
+    """Uses its job context: fails at once without data['to'], runs again after data['delay']
+    seconds (default 1) until its attempt reaches data['ready_on'] (default 1), then records itself."""
+    if not isinstance(data, dict) or not data.get("to"):
+        job.fail("no recipient")
+    if job.attempt < int(data.get("ready_on", 1)):
+        job.release(float(data.get("delay", 1)))
+    _done("remind", data)
