@@ -8,25 +8,10 @@ import calendar
 import json
 import time
 
+from test_workers import in_app  # Python in the container, with the release and a Redis client `r`
+
 QUEUE = "/opt/queuefleet/current/bin/queue --env-file /opt/queuefleet/shared/queuefleet.env"
 SCHEDULE = "/opt/queuefleet/shared/schedule.json"
-
-APP_PYTHON = r"""
-import json, os, sys
-for line in open("/opt/queuefleet/shared/queuefleet.env"):
-    if "=" in line and not line.startswith("#"):
-        k, _, v = line.strip().partition("=")
-        os.environ.setdefault(k, v)
-import redis
-r = redis.Redis.from_url(os.environ["QUEUEFLEET_REDIS_URL"])
-"""
-
-
-def in_app(host, code: str) -> str:
-    host.run(f"cat > /tmp/in_app_schedule.py <<'EOF'\n{APP_PYTHON}\n{code}\nEOF")
-    out = host.run("/opt/queuefleet/current/bin/python /tmp/in_app_schedule.py")
-    assert out.rc == 0, out.stderr
-    return out.stdout.strip()
 
 
 def test_the_scheduler_runs_under_supervisor_with_the_inventorys_schedule(host):
