@@ -157,3 +157,19 @@ def test_a_scheduler_started_while_redis_is_down_waits_for_it(own_redis, sqlite_
     finally:
         assert s.stop() == 0
     assert s.output().count("lost Redis") == 1 and "Redis is back" in s.output()
+
+
+def test_entries_no_scheduler_announces_any_more_are_forgotten_after_a_day(cli, r, tmp_path):
+    import time
+
+    entries = "queuefleet:schedule:entries"
+    r.hset(entries, mapping={"removed-last-week": json.dumps({"cron": "* * * * *", "seen": time.time() - 7 * 86400}),
+                             "removed-an-hour-ago": json.dumps({"cron": "* * * * *", "seen": time.time() - 3600}),
+                             "garbage": "not json"})
+    path = schedule_file(tmp_path, [{"name": "yearly", "cron": "0 0 0 1 1 *", "job": "qf_testjobs:record"}])
+    s = SchedulerProcess(cli, path, 1)
+    try:
+        wait_for(lambda: r.hexists(entries, "yearly"), what="the scheduler's announcement")
+    finally:
+        assert s.stop() == 0
+    assert sorted(k.decode() for k in r.hkeys(entries)) == ["removed-an-hour-ago", "yearly"]

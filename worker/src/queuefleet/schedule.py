@@ -41,6 +41,7 @@ from .restarts import RestartWatch
 from .scripts import SCRIPTS
 
 GRACE = 10.0  # seconds after its time during which a tick still counts as on time
+FORGET_AFTER = 86400  # seconds after which `queue status` forgets an entry no scheduler announces any more
 MAX_WAIT = 1.0  # seconds between looks at the clock
 ENTRY_KEYS = {"name", "cron", "job", "data", "queue", "catch_up", "tries", "timeout"}
 NAME_MAX = 64
@@ -273,7 +274,7 @@ class Scheduler:
             pairs += [entry.name, json.dumps({"cron": entry.cron, "job": entry.job, "queue": entry.queue,
                                               "catch_up": entry.catch_up, "next": next_runs[entry.name],
                                               "seen": now, "host": self.host}, separators=(",", ":"))]
-        self._run("announce", *pairs)
+        self._run("announce", FORGET_AFTER, *pairs)
 
     def _run(self, mode: str, *args: Any) -> Any:
         return SCRIPTS.run(self.client, "schedule", [self.prefix, mode, *args])

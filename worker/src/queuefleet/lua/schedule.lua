@@ -6,7 +6,10 @@
 --   'claim', name, tick_ms, push ('1'/'0'), queue, notify_cap, remember_ms, id, payload
 --                              -> 1 when this call moved the watermark to tick_ms (and pushed
 --                                 the job, unless push is '0'), 0 when the tick was handled
---   'announce', (name, json)...-> records each entry's description
+--   'announce', stale_s, (name, json)...
+--                              -> records each entry's description (its JSON has 'seen', Unix
+--                                 seconds) and forgets entries no scheduler announced for stale_s
+--                                 seconds (removed from every schedule file)
 --   'list'                     -> name, json, name, json, ... of every announced entry
 local p, mode = ARGV[1], ARGV[2]
 if mode == 'last' then
@@ -14,8 +17,16 @@ if mode == 'last' then
   if #ARGV >= 4 then lasts = redis.call('HMGET', K.schedule_last(p), unpack(ARGV, 4)) end
   return {restart_of(K.restart(p)), restart_of(K.host_restart(p, ARGV[3])), lasts}
 elseif mode == 'announce' then
-  if #ARGV < 4 then return 0 end
-  redis.call('HSET', K.schedule_entries(p), unpack(ARGV, 3))
+  local t = redis.call('TIME')
+  local stale_before = tonumber(t[1]) - tonumber(ARGV[3])
+  local known = redis.call('HGETALL', K.schedule_entries(p))
+  for i = 1, #known, 2 do
+    local ok, doc = pcall(cjson.decode, known[i + 1])
+    if not ok or type(doc) ~= 'table' or (tonumber(doc.seen) or 0) < stale_before then
+      redis.call('HDEL', K.schedule_entries(p), known[i])
+    end
+  end
+  if #ARGV >= 5 then redis.call('HSET', K.schedule_entries(p), unpack(ARGV, 4)) end
   return 1
 elseif mode == 'list' then
   return redis.call('HGETALL', K.schedule_entries(p))
