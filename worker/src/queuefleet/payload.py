@@ -53,16 +53,18 @@ def check_queue_name(queue: str) -> str:
     return _cached_check(queue, QUEUE_NAME, _valid_queues, "queue name must be 1-128 of A-Z a-z 0-9 _ . -")
 
 
+def _check_id_like(value: str, what: str) -> str:
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
+        raise ValueError(f"{what} must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(value)}")
+    return value
+
+
 def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-        raise ValueError(f"job id must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(job_id)}")
-    return job_id
+    return _check_id_like(job_id, "job id")
 
 
 def check_unique_key(key: str) -> str:
-    if not isinstance(key, str) or not JOB_ID.fullmatch(key):
-        raise ValueError(f"unique_key must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(key)}")
-    return key
+    return _check_id_like(key, "unique_key")
 
 
 def check_seconds(name: str, value: Any, *, maximum: float, allow_zero: bool = True) -> float:

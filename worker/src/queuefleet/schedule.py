@@ -223,10 +223,8 @@ class Scheduler:
 
     def step(self) -> float:
         """Handle every due tick; returns how long to wait before looking again."""
-        seconds, micros = self.client.time()
-        now = seconds + micros / 1e6
-        names = [e.name for e in self.entries]
-        everyone, this_host, raw = self._run("last", self.host, *names)
+        now_ms, everyone, this_host, raw = self._run("last", self.host, *(e.name for e in self.entries))
+        now = int(now_ms) / 1000
         signals = (parse_signal(everyone), parse_signal(this_host))
         if not self.booted:
             self.restarts.boot(*signals)

@@ -71,6 +71,32 @@ local function notify(p, queue, count, cap)
   for _ = 1, add do redis.call('LPUSH', key, '1') end
 end
 
+-- Producer-given ids (push with remember_ms > 0): an id that is stored (queued, delayed or
+-- running) is not pushed again, nor one pushed within the last remember_ms.
+local function forget_old_pushes(p, now)
+  redis.call('ZREMRANGEBYSCORE', K.pushed(p), '-inf', now)
+end
+
+-- Store `payload` under `id` unless that id is stored or (remember > 0) was pushed within
+-- the remember window, which then starts again. True when stored.
+local function store_new(p, id, payload, now, remember)
+  if remember > 0 and redis.call('ZSCORE', K.pushed(p), id) then return false end
+  if redis.call('HSETNX', K.payloads(p), id, payload) == 0 then return false end
+  if remember > 0 then redis.call('ZADD', K.pushed(p), now + remember, id) end
+  return true
+end
+
+-- Put one stored job on `queue`: delayed until `due` (ms), or ready now (due 0), waking a worker.
+local function enqueue_one(p, queue, id, due, cap)
+  redis.call('SADD', K.queues(p), queue)
+  if due > 0 then
+    redis.call('ZADD', K.delayed(p, queue), due, id)
+  else
+    redis.call('LPUSH', K.ready(p, queue), id)
+    notify(p, queue, 1, cap)
+  end
+end
+
 -- Run `command key member...` over a list of members, at most 1000 per call
 -- (scripts may not unpack arbitrarily long lists).
 local function each_chunk(command, key, list)

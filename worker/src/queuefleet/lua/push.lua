@@ -10,7 +10,7 @@ local delay, cap, remember = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV
 local n = (#ARGV - 5) / 2
 local now = now_ms()
 local due = delay > 0 and (now + delay) or 0
-if remember > 0 then redis.call('ZREMRANGEBYSCORE', K.pushed(p), '-inf', now) end
+if remember > 0 then forget_old_pushes(p, now) end
 redis.call('SADD', K.queues(p), queue)
 local args = {}
 local added = 0
@@ -38,8 +38,7 @@ if remember == 0 then
 else
   for i = 0, n - 1 do
     local id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-    if not redis.call('ZSCORE', K.pushed(p), id) and redis.call('HSETNX', K.payloads(p), id, payload) == 1 then
-      redis.call('ZADD', K.pushed(p), now + remember, id)
+    if store_new(p, id, payload, now, remember) then
       if due > 0 then args[#args + 1] = due end
       args[#args + 1] = id
       added = added + 1

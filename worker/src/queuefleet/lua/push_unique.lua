@@ -10,19 +10,9 @@ local key, lock, id, payload = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local now = now_ms()
 local holder = redis.call('GET', K.unique(p, key))
 if holder and redis.call('HEXISTS', K.payloads(p), holder) == 1 then return {0, holder} end
-if remember > 0 then
-  redis.call('ZREMRANGEBYSCORE', K.pushed(p), '-inf', now)
-  if redis.call('ZSCORE', K.pushed(p), id) then return {0, id} end
-end
-if redis.call('HSETNX', K.payloads(p), id, payload) == 0 then return {0, id} end
-if remember > 0 then redis.call('ZADD', K.pushed(p), now + remember, id) end
-redis.call('SADD', K.queues(p), queue)
-if delay > 0 then
-  redis.call('ZADD', K.delayed(p, queue), now + delay, id)
-else
-  redis.call('LPUSH', K.ready(p, queue), id)
-  notify(p, queue, 1, cap)
-end
+if remember > 0 then forget_old_pushes(p, now) end
+if not store_new(p, id, payload, now, remember) then return {0, id} end
+enqueue_one(p, queue, id, delay > 0 and (now + delay) or 0, cap)
 redis.call('SET', K.unique(p, key), id, 'PX', lock)
 redis.call('HSET', K.uniques(p), id, key)
 return {1, id}

@@ -1,8 +1,9 @@
 -- The scheduler's state (see schedule.py): per entry the last tick handled (a watermark
 -- that only moves forward) and what schedulers announce for `queue status`.
 -- ARGV[1] prefix, ARGV[2] mode:
---   'last', host, name...      -> {restart signal, this host's restart signal, the watermark (ms)
---                                 of each name or false}; a scheduler exits on a new signal
+--   'last', host, name...      -> {the server's time (ms), restart signal, this host's restart
+--                                 signal, the watermark (ms) of each name or false}; a scheduler
+--                                 exits on a new signal
 --   'claim', name, tick_ms, push ('1'/'0'), queue, notify_cap, remember_ms, id, payload
 --                              -> 1 when this call moved the watermark to tick_ms (and pushed
 --                                 the job, unless push is '0'), 0 when the tick was handled
@@ -15,7 +16,7 @@ local p, mode = ARGV[1], ARGV[2]
 if mode == 'last' then
   local lasts = {}
   if #ARGV >= 4 then lasts = redis.call('HMGET', K.schedule_last(p), unpack(ARGV, 4)) end
-  return {restart_of(K.restart(p)), restart_of(K.host_restart(p, ARGV[3])), lasts}
+  return {now_ms(), restart_of(K.restart(p)), restart_of(K.host_restart(p, ARGV[3])), lasts}
 elseif mode == 'announce' then
   local t = redis.call('TIME')
   local stale_before = tonumber(t[1]) - tonumber(ARGV[3])
@@ -39,10 +40,6 @@ if tick <= last then return 0 end
 redis.call('HSET', K.schedule_last(p), name, tick)
 if push ~= '1' then return 1 end
 local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', K.pushed(p), '-inf', now)
-if redis.call('ZSCORE', K.pushed(p), id) or redis.call('HSETNX', K.payloads(p), id, payload) == 0 then return 1 end
-redis.call('ZADD', K.pushed(p), now + remember, id)
-redis.call('SADD', K.queues(p), queue)
-redis.call('LPUSH', K.ready(p, queue), id)
-notify(p, queue, 1, cap)
+forget_old_pushes(p, now)
+if store_new(p, id, payload, now, remember) then enqueue_one(p, queue, id, 0, cap) end
 return 1
