@@ -210,14 +210,14 @@ def test_ack_and_release_are_fenced(redis_url, r):
     assert b.id == job_id
     assert b.attempts == 1 and b.lost == 1  # A had started it: counted as lost, not as an attempt
     # A can neither delete, release nor extend what B now holds.
-    assert protocol.ack(run, "queuefleet", [a.key]) == [job_id]
+    assert protocol.ack(run, "queuefleet", [a.ack_key]) == [job_id]
     assert protocol.release(run, "queuefleet", [ReleaseEntry("default", job_id, a.token)]) == [job_id]
-    assert protocol.extend(run, "queuefleet", [a.key], 30_000) == [job_id]
+    assert protocol.extend(run, "queuefleet", [a.ack_key], 30_000) == [job_id]
     assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 1}
     assert r.hexists("queuefleet:payloads", job_id)
     # B's ack works; acking again is not reported as a lost lease.
-    assert protocol.ack(run, "queuefleet", [b.key]) == []
-    assert protocol.ack(run, "queuefleet", [b.key]) == []
+    assert protocol.ack(run, "queuefleet", [b.ack_key]) == []
+    assert protocol.ack(run, "queuefleet", [b.ack_key]) == []
     assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
     assert not r.hexists("queuefleet:payloads", job_id)
 

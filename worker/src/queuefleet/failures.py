@@ -16,6 +16,7 @@ from .failed import FailedJobStore, StoreFailed
 from .logs import JobLog
 from .payload import MAX_ERROR_CHARS, Job
 from .protocol import ReleaseEntry, Reserved
+from .tallies import FAILED, RELEASED, RETRIED, UNKNOWN_JOB, tally
 
 HOLD_FIRST = 10.0  # seconds a job waits in Redis after its failure could not be stored
 HOLD_CAP = 300.0
@@ -53,7 +54,8 @@ class FailurePolicy:
             self._store(entry, job, outcome, release, ack, rewrite)
             return
         delay = backoff_for(job.backoff or self.backoff, job.attempts)
-        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode())):
+        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode(),
+                                       tally=tally(job.job, RETRIED, outcome.runtime))):
             self.log.job("retry", job.id, job.job, job.queue, job.attempts, outcome.runtime, delay=f"{delay:g}s",
                          error=summary(outcome.error, 200))
 
@@ -67,7 +69,8 @@ class FailurePolicy:
                              f"({job.attempts} of {max_tries})")
             self.fail(entry, outcome, release, ack, rewrite)
             return
-        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(outcome.delay * 1000))):
+        if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(outcome.delay * 1000),
+                                       tally=tally(job.job, RELEASED, outcome.runtime))):
             self.log.job("released", job.id, job.job, job.queue, job.attempts, outcome.runtime, reason="by its handler",
                          delay=f"{outcome.delay:g}s")
 
@@ -97,6 +100,7 @@ class FailurePolicy:
             job.failure, job.holds = outcome.error, holds + 1
             self._hold(entry, job.id, job.encode(), holds, str(exc), release)
             return
+        entry.tally = tally(job.job, FAILED, outcome.runtime)
         ack(entry)
         extra = {"stored": how} if how != "stored" else {}
         self.log.job("failed", job.id, job.job, job.queue, job.attempts, outcome.runtime, error=summary(outcome.error, 200), **extra)
@@ -125,6 +129,7 @@ class FailurePolicy:
             # Keep it as it is (it is not a job we could re-encode); look again later.
             self._hold(entry, entry.id, "", 0, str(exc), release)
             return
+        entry.tally = tally(UNKNOWN_JOB, FAILED, None)
         ack(entry)
         self.log.job("failed", entry.id[:80], "-", entry.queue, entry.attempts, 0.0, error=summary(outcome.error, 200))
 

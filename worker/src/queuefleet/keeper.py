@@ -149,7 +149,7 @@ class Keeper(threading.Thread):
         if not entries:
             return False
         try:
-            lost = ack(self.run_script, self.settings.prefix, [e.key for e in entries])
+            lost = ack(self.run_script, self.settings.prefix, [e.ack_key for e in entries])
         except BaseException:
             self.holdings.acked(entries, None)
             raise

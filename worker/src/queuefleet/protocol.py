@@ -15,6 +15,7 @@ import redis
 from .scripts import SCRIPTS
 
 Runner = Callable[[str, list[Any]], Any]
+AckEntry = tuple[str, str, str, str]  # queue, id, lease token, tally ('' when not counted)
 NOTIFY_CAP = 64
 
 
@@ -38,10 +39,15 @@ class Reserved:
     suspect: bool
     raw: bytes
     valid_until: float = 0.0  # monotonic time until which this worker knows the lease holds
+    tally: str = ""  # how it ended, counted when it is acked (tallies.tally); '' counts nothing
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.queue, self.id, self.token)
+
+    @property
+    def ack_key(self) -> AckEntry:
+        return (self.queue, self.id, self.token, self.tally)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class ReleaseEntry:
     count_attempt: bool = True
     front: bool = False
     payload: str = ""
+    tally: str = ""  # tallies.tally() of the attempt that ended, '' when none is counted
 
 
 def parse_signal(raw: Sequence[Any]) -> RestartSignal:
@@ -88,7 +95,7 @@ def fetch(
     host: str,
     lease_ms: int,
     max_jobs: int,
-    acks: Sequence[tuple[str, str, str]] = (),
+    acks: Sequence[AckEntry] = (),
     keep: Sequence[str] | None = None,
     migrate_limit: int = 1000,
 ) -> FetchResult:
@@ -99,7 +106,7 @@ def fetch(
 
 
 def fetch_args(prefix: str, queues: Sequence[str], token_base: str, host: str, lease_ms: int, max_jobs: int,
-               acks: Sequence[tuple[str, str, str]], keep: Sequence[str] | None, migrate_limit: int = 1000) -> list[Any]:
+               acks: Sequence[AckEntry], keep: Sequence[str] | None, migrate_limit: int = 1000) -> list[Any]:
     args: list[Any] = [prefix, token_base, host, lease_ms, max_jobs, migrate_limit, len(acks), -1 if keep is None else len(keep)]
     for entry in acks:
         args.extend(entry)
@@ -120,7 +127,7 @@ def parse_fetch(reply: Sequence[Any]) -> FetchResult:
                        [text(k) for k in wait_keys], text(running_key), int(reclaimed))
 
 
-def ack(run: Runner, prefix: str, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+def ack(run: Runner, prefix: str, entries: Sequence[AckEntry]) -> list[str]:
     """Delete finished jobs whose lease we still hold; returns the ids another worker may run again."""
     if not entries:
         return []
@@ -136,7 +143,8 @@ def release(run: Runner, prefix: str, entries: Sequence[ReleaseEntry]) -> list[s
         return []
     args: list[Any] = [prefix, NOTIFY_CAP, len(entries)]
     for e in entries:
-        args.extend((e.queue, e.id, e.token, e.delay_ms, "1" if e.count_attempt else "0", "1" if e.front else "0", e.payload))
+        args.extend((e.queue, e.id, e.token, e.delay_ms, "1" if e.count_attempt else "0", "1" if e.front else "0", e.payload,
+                     e.tally))
     return [text(s) for s in run("release", args)]
 
 

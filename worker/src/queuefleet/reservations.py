@@ -79,7 +79,7 @@ class Reservations:
             keep, self.reclaim_next = [e.id for e in self.holdings.leases()], sent + 1.0
         try:
             result = fetch(self.link.call, self.prefix, self.queues, token_base=self.identity.token_base,
-                           host=self.identity.host, lease_ms=self.lease_ms, max_jobs=max_jobs, acks=[e.key for e in acks],
+                           host=self.identity.host, lease_ms=self.lease_ms, max_jobs=max_jobs, acks=[e.ack_key for e in acks],
                            keep=keep)
         except BaseException:
             self.holdings.unsent(acks)
@@ -122,7 +122,7 @@ class Reservations:
         if not acks:
             return
         try:
-            lost = ack(self.link.call, self.prefix, [e.key for e in acks])
+            lost = ack(self.link.call, self.prefix, [e.ack_key for e in acks])
         except BaseException:
             self.holdings.unsent(acks)
             raise
@@ -131,7 +131,7 @@ class Reservations:
     def ack_now(self, entry: Reserved) -> None:
         """Ack `entry` (and what finished before it) now: used once its failure is stored."""
         self.settle()
-        self.holdings.report_lost_acks(ack(self.link.call, self.prefix, [entry.key]))
+        self.holdings.report_lost_acks(ack(self.link.call, self.prefix, [entry.ack_key]))
         self.holdings.dropped(entry)
 
     def release(self, entry: Reserved, release_entry: ReleaseEntry) -> bool:

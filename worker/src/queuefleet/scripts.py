@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 NAMES = (
     "push", "push_unique", "fetch", "ack", "release", "extend", "rewrite", "reap", "heartbeat", "deregister",
-    "restart", "status", "sizes", "clear", "schedule",
+    "restart", "status", "sizes", "clear", "schedule", "stats",
 )
 
 

@@ -59,7 +59,7 @@ class Watchdog:
         return not release(self.run_script, self.prefix, [release_entry])
 
     def _ack(self, entry: Reserved) -> None:
-        ack(self.run_script, self.prefix, [entry.key])
+        ack(self.run_script, self.prefix, [entry.ack_key])
 
     def _end(self, *, overdue: bool) -> None:
         entry, guard = self.reservations.current, self.guard

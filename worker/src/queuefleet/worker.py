@@ -33,6 +33,7 @@ from .watchdog import Watchdog
 from .queue import redacted_url
 from .reservations import Reservations
 from .signals import WakeUp, WorkerSignals
+from .tallies import DONE, tally
 from .timeouts import HandlerGuard
 
 EXIT_CONFIG = 1
@@ -282,6 +283,7 @@ class Worker:
         if outcome.kind is Kind.DONE:
             assert outcome.job is not None
             self.processed += 1
+            entry.tally = tally(outcome.job.job, DONE, outcome.runtime)
             self.reservations.finished(entry, outcome.runtime)
             self.log.job("done", entry.id, outcome.job.job, entry.queue, entry.attempts, outcome.runtime)
             return

@@ -18,6 +18,11 @@
 --                                  kept alive by the heartbeat, so it outlives the worker by a
 --                                  lease). Every job is also noted in a file on the worker's
 --                                  own host, which its neighbours read when it dies.
+-- Counters:      P:stats:jobs (hash, "<queue> <job> <outcome>" -> jobs), P:stats:durations (hash,
+--                                  "<queue> <job> <bucket index>" -> runs, "<queue> <job> sum_us" ->
+--                                  microseconds), P:stats:minute:<unix minute> (hash, "<queue> <outcome>"
+--                                  -> jobs in that minute; expires after 3 h). Bumped by the call that
+--                                  settles the job (see tallies.py for the wire form).
 -- Scheduler:     P:schedule:last (hash, entry name -> last tick handled, ms),
 --                P:schedule:entries (hash, entry name -> what a scheduler announced, JSON)
 -- Fleet:         P:queues (set), P:seq (counter), P:restart and P:restart:host:<h> (hashes),
@@ -49,6 +54,9 @@ function K.workers(p) return p .. ':workers' end
 function K.worker(p, id) return p .. ':worker:' .. id end
 function K.registry(p, ns) return p .. ':registry:' .. ns end
 function K.running(p, base) return p .. ':running:' .. base end
+function K.stats_jobs(p) return p .. ':stats:jobs' end
+function K.stats_durations(p) return p .. ':stats:durations' end
+function K.stats_minute(p, minute) return p .. ':stats:minute:' .. minute end
 
 -- A lease token is '<worker base>:<n>'.
 local function token_base(token) return string.match(token, '^(.*):[^:]*$') or token end
@@ -97,6 +105,44 @@ local function enqueue_one(p, queue, id, due, cap)
   end
 end
 
+-- Counters of settled jobs: gathered over a call (one HINCRBY per distinct field), then written.
+local function new_tally() return {jobs = {}, durations = {}, minute = {}, any = false} end
+
+local function bump(t, field, n) t[field] = (t[field] or 0) + n end
+
+-- Add one settled attempt of `queue`, given in its wire form 'job outcome bucket microseconds'
+-- (bucket and microseconds empty when it did not run). '' adds nothing.
+local function tally_add(t, queue, wire)
+  if wire == nil or wire == '' then return end
+  local job, outcome, bucket, micros = string.match(wire, '^(%S+) (%a+) (%d*) (%d*)$')
+  if not job then return end
+  local qj = queue .. ' ' .. job
+  bump(t.jobs, qj .. ' ' .. outcome, 1)
+  bump(t.minute, queue .. ' ' .. outcome, 1)
+  if bucket ~= '' and micros ~= '' then
+    bump(t.durations, qj .. ' ' .. bucket, 1)
+    bump(t.durations, qj .. ' sum_us', tonumber(micros))
+  end
+  t.any = true
+end
+
+local function tally_write(p, t, now)
+  if not t.any then return end
+  for field, n in pairs(t.jobs) do redis.call('HINCRBY', K.stats_jobs(p), field, n) end
+  for field, n in pairs(t.durations) do redis.call('HINCRBY', K.stats_durations(p), field, n) end
+  local minute = K.stats_minute(p, math.floor(now / 60000))
+  for field, n in pairs(t.minute) do redis.call('HINCRBY', minute, field, n) end
+  redis.call('EXPIRE', minute, 10800)
+end
+
+-- The job name in a stored payload, or '-' when it has none (a payload that is not a job).
+local function job_name_of(payload)
+  if not payload then return '-' end
+  local ok, doc = pcall(cjson.decode, payload)
+  if ok and type(doc) == 'table' and type(doc.job) == 'string' and not string.find(doc.job, '%s') then return doc.job end
+  return '-'
+end
+
 -- Run `command key member...` over a list of members, at most 1000 per call
 -- (scripts may not unpack arbitrarily long lists).
 local function each_chunk(command, key, list)
@@ -121,7 +167,7 @@ local function forget(p, ids)
   end
 end
 
--- Ack (queue, id, token) triples from ARGV[first ..]. Fenced: only the holder of
+-- Ack (queue, id, token, tally) entries from ARGV[first ..] (tally: see tally_add). Fenced: only the holder of
 -- the current lease token deletes the job. Returns the ids whose lease the caller
 -- no longer held and that are still stored (another worker may run them again);
 -- an id that is simply gone (acked before, e.g. an ack sent twice across a
@@ -130,16 +176,17 @@ end
 local function ack_entries(p, first, n)
   if n == 0 then return {} end
   local ids = {}
-  for i = 0, n - 1 do ids[#ids + 1] = ARGV[first + 3 * i + 1] end
+  for i = 0, n - 1 do ids[#ids + 1] = ARGV[first + 4 * i + 1] end
   local tokens = {}
   for s = 1, #ids, 1000 do
     for _, t in ipairs(redis.call('HMGET', K.tokens(p), unpack(ids, s, math.min(s + 999, #ids)))) do tokens[#tokens + 1] = t end
   end
-  local done, by_queue, other = {}, {}, {}
+  local done, by_queue, other, t = {}, {}, {}, new_tally()
   for i = 0, n - 1 do
-    local queue, id = ARGV[first + 3 * i], ids[i + 1]
-    if tokens[i + 1] == ARGV[first + 3 * i + 2] then
+    local queue, id = ARGV[first + 4 * i], ids[i + 1]
+    if tokens[i + 1] == ARGV[first + 4 * i + 2] then
       done[#done + 1] = id
+      tally_add(t, queue, ARGV[first + 4 * i + 3])
       by_queue[queue] = by_queue[queue] or {}
       table.insert(by_queue[queue], id)
     else
@@ -148,6 +195,7 @@ local function ack_entries(p, first, n)
   end
   for queue, list in pairs(by_queue) do each_chunk('ZREM', K.reserved(p, queue), list) end
   forget(p, done)
+  if t.any then tally_write(p, t, now_ms()) end
   local lost = {}
   for _, id in ipairs(other) do
     if redis.call('HEXISTS', K.payloads(p), id) == 1 then lost[#lost + 1] = id end
@@ -181,6 +229,9 @@ local function requeue_orphan(p, queue, id, known)
   if suspect then redis.call('HSET', K.tokens(p), id, 'suspect') else redis.call('HDEL', K.tokens(p), id) end
   redis.call('HINCRBY', K.attempts(p), id, -1)
   if blamed then
+    local t = new_tally()
+    tally_add(t, queue, job_name_of(redis.call('HGET', K.payloads(p), id)) .. ' lost  ')
+    tally_write(p, t, now_ms())
     redis.call('HINCRBY', K.lost(p), id, 1)
     redis.call('LPUSH', K.ready(p, queue), id)
   else

@@ -4,7 +4,7 @@
 -- queue is reserved ahead: nothing can outrank it, so holding its jobs never keeps
 -- a higher-priority job waiting.)
 -- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks, n_keep,
---       (queue, id, token) * n_acks, id * n_keep, queue1, queue2, ...
+--       (queue, id, token, tally) * n_acks, id * n_keep, queue1, queue2, ...
 -- n_keep >= 0 asks to take back, first, every reservation of this worker (tokens
 -- token_base:*) other than the n_keep ids it knows it holds: what an earlier fetch
 -- reserved when its reply was lost (the worker never saw those jobs, so they go
@@ -21,7 +21,7 @@ local p, token_base, host = ARGV[1], ARGV[2], ARGV[3]
 local lease, max_n, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local n_acks, n_keep = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lost_acks = ack_entries(p, 9, n_acks)
-local first_keep = 9 + 3 * n_acks
+local first_keep = 9 + 4 * n_acks
 local first_queue = first_keep + math.max(n_keep, 0)
 local now = now_ms()
 

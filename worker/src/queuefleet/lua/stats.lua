@@ -1,0 +1,51 @@
+-- Everything the exporter and the dashboard show, in one read-only call.
+-- ARGV: prefix, minutes (how many recent per-minute counters to return), queue1, ...
+-- (queues to report even when nothing was pushed to them yet).
+-- Returns {now_ms, queues, sizes, oldest, jobs, durations, workers, minutes}:
+-- sizes a flat (ready, delayed, reserved) per queue; oldest per queue the pushed_at
+-- (seconds, as text) of the job that runs next, '' when none is ready; jobs and
+-- durations the counter hashes (flat); workers a list of flat heartbeat hashes of
+-- live workers; minutes a flat list of (unix minute, flat counter hash), oldest first.
+local p, n_minutes = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local known, workers = {}, {}
+for i = 3, #ARGV do known[ARGV[i]] = true end
+for _, q in ipairs(redis.call('SMEMBERS', K.queues(p))) do known[q] = true end
+for _, id in ipairs(redis.call('SMEMBERS', K.workers(p))) do
+  local beat = redis.call('HGETALL', K.worker(p, id))
+  if #beat > 0 then
+    workers[#workers + 1] = beat
+    for i = 1, #beat, 2 do
+      if beat[i] == 'queues' then
+        for q in string.gmatch(beat[i + 1], '[^,]+') do known[q] = true end
+      end
+    end
+  end
+end
+local queues = {}
+for q in pairs(known) do queues[#queues + 1] = q end
+table.sort(queues)
+local sizes, oldest = {}, {}
+for _, q in ipairs(queues) do
+  sizes[#sizes + 1] = redis.call('LLEN', K.ready(p, q))
+  sizes[#sizes + 1] = redis.call('ZCARD', K.delayed(p, q))
+  sizes[#sizes + 1] = redis.call('ZCARD', K.reserved(p, q))
+  local pushed = ''
+  local head = redis.call('LINDEX', K.ready(p, q), -1)
+  if head then
+    local payload = redis.call('HGET', K.payloads(p), head)
+    local ok, doc = pcall(cjson.decode, payload or '')
+    if ok and type(doc) == 'table' and type(doc.pushed_at) == 'number' then pushed = string.format('%.3f', doc.pushed_at) end
+  end
+  oldest[#oldest + 1] = pushed
+end
+local minutes = {}
+local this_minute = math.floor(now / 60000)
+for m = this_minute - n_minutes + 1, this_minute do
+  if n_minutes > 0 then
+    minutes[#minutes + 1] = m
+    minutes[#minutes + 1] = redis.call('HGETALL', K.stats_minute(p, m))
+  end
+end
+return {now, queues, sizes, oldest, redis.call('HGETALL', K.stats_jobs(p)), redis.call('HGETALL', K.stats_durations(p)),
+        workers, minutes}
