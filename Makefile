@@ -14,15 +14,16 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-molecule test-multihost test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-rules test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
 	@echo "make demo-down   remove the demo container"
-	@echo "make test        setup + lint + worker tests + deploy guard + role checks + molecule scenario(s)"
+	@echo "make test        setup + lint + worker tests + alert rule tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
-	@echo "make test-worker / test-guard / test-roles / test-preflight / test-molecule / test-multihost   single test stages"
+	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (monitoring/)"
+	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -46,6 +47,12 @@ test-worker: setup
 	else \
 	  echo "test-worker: skipped, worker/ (pyproject.toml + tests/) does not exist yet"; \
 	fi
+
+# Prometheus alert rules (monitoring/queuefleet.rules.yml): syntax, then the
+# promtool unit tests, every alert firing and not firing.
+test-rules: setup
+	.venv/bin/promtool check rules monitoring/queuefleet.rules.yml
+	.venv/bin/promtool test rules monitoring/tests/queuefleet.rules.test.yml
 
 # deploy.yml's one-environment guard.
 test-guard: setup
@@ -72,6 +79,6 @@ test-multihost: setup engine
 	bash scripts/molecule-test.sh multihost
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-guard test-roles test-preflight test-molecule test-multihost
-	@echo "make test: lint, test-worker, test-guard, test-roles, test-preflight, test-molecule and test-multihost all passed"
-	@echo "stages: 7 passed, 0 failed"
+test: setup lint test-worker test-rules test-guard test-roles test-preflight test-molecule test-multihost
+	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-molecule and test-multihost all passed"
+	@echo "stages: 8 passed, 0 failed"

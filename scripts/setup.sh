@@ -5,6 +5,8 @@
 #   - .venv with the pinned controller toolchain (requirements-controller.txt)
 #     and, when present, the worker package with its test extras
 #   - the collections in requirements.yml
+#   - .venv/bin/promtool, taken from Debian's prometheus package without
+#     installing it (make test-rules)
 # Idempotent; quick when nothing changed (stamp files under .state/).
 set -euo pipefail
 
@@ -16,7 +18,7 @@ mkdir -p "$STATE"
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(docker.io debootstrap redis-server mariadb-server mariadb-client python3-venv)
+APT_PACKAGES=(docker.io debootstrap redis-server mariadb-server mariadb-client python3-venv chromium)
 
 # --- system packages ---------------------------------------------------------
 missing=()
@@ -66,6 +68,23 @@ if [ ! -f "$coll_stamp" ]; then
     || { cat "$STATE/galaxy.log" >&2; die "ansible-galaxy collection install failed"; }
   rm -f "$STATE"/collections-*.stamp
   touch "$coll_stamp"
+fi
+
+# --- promtool (make test-rules) ------------------------------------------------
+# Only the binary from Debian's prometheus package: installing the package would
+# start a Prometheus server. Lives in the venv, so a new venv fetches it again.
+if [ ! -x "$VENV/bin/promtool" ]; then
+  log "promtool from the prometheus .deb into $VENV/bin (log: $STATE/promtool.log)"
+  tmp="$(mktemp -d)"
+  (
+    cd "$tmp" &&
+      { apt-get download prometheus || { apt-get update -q && apt-get download prometheus; }; } &&
+      dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool &&
+      install -m 0755 usr/bin/promtool "$VENV/bin/promtool"
+  ) >"$STATE/promtool.log" 2>&1 || { rm -rf "$tmp"; tail -n 40 "$STATE/promtool.log" >&2; die "could not get promtool from the prometheus package"; }
+  rm -rf "$tmp"
+  "$VENV/bin/promtool" --version >>"$STATE/promtool.log" 2>&1 \
+    || { rm -f "$VENV/bin/promtool"; tail -n 40 "$STATE/promtool.log" >&2; die "promtool does not run"; }
 fi
 
 log "ok ($("$VENV/bin/ansible" --version | awk 'NR==1'))"
