@@ -8,7 +8,6 @@ import math
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from .failed import DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
 from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, check_unique_key, parse_backoff
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
+from .serving import listen_option
 
 EXIT_UNAVAILABLE = 1
 
@@ -450,6 +450,95 @@ def monitor(obj: Context, thresholds: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+def _settings(kind: str, convert: Callable[[str], Any], check: Callable[[str], str]) -> Callable[..., dict[str, Any]]:
+    """A callback turning repeated NAME=VALUE options into a dict, with one-line usage errors."""
+
+    def parse(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in values:
+            name, sep, raw = item.partition("=")
+            try:
+                if not sep:
+                    raise ValueError(f"expected {kind}=VALUE")
+                value = convert(raw.strip())
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError("the value must be a finite number >= 0")
+                out[check(name.strip())] = value
+            except ValueError as exc:
+                raise click.BadParameter(f"{item!r}: {exc}", param_hint=f"--{param.name.replace('_', '-')}") from None
+        return out
+
+    return parse
+
+
+def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _pool_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "_.-" for c in name):
+        raise ValueError(f"pool names are letters, digits, '_', '.' and '-', got {name!r}")
+    return name
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:9818", show_default=True, callback=listen_option("127.0.0.1:9818"),
+              help="Address to serve /metrics on (loopback unless you mean otherwise).")
+@click.option("--pool", "pools", multiple=True, metavar="POOL=N", callback=_settings("POOL", int, _pool_name),
+              help="A pool this host runs and its process count (repeat per pool).")
+@click.option("--backlog", multiple=True, metavar="QUEUE=N", callback=_settings("QUEUE", int, check_queue_name),
+              help="Most ready jobs a queue may hold, exported for the alert rules (repeat per queue).")
+@click.option("--max-age", multiple=True, metavar="QUEUE=SECONDS", callback=_settings("QUEUE", float, check_queue_name),
+              help="Longest a ready job may wait in a queue, exported for the alert rules (repeat per queue).")
+@click.option("--release-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File naming the release this host's `current` points at (read at each scrape).")
+@click.option("--host", default=None, help="This host's name as workers report it (default: the hostname).")
+@click.option("--allow", multiple=True, metavar="CIDR", callback=_networks,
+              help="Networks that may scrape besides loopback (repeat); others get 403. Needed with a non-loopback --listen.")
+@click.pass_obj
+def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backlog: dict[str, int], max_age: dict[str, float],
+             release_file: Path | None, host: str | None, allow: list[Any]) -> None:
+    """Serve the fleet's metrics to Prometheus (queue sizes and ages, job counters, this host's workers)."""
+    from .metrics import ExporterSettings, FleetCollector, serve
+    from .queue import client_from_url
+
+    _check_redis_url(obj.redis_url)
+    client = client_from_url(obj.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        store: FailedJobStore | None = FailedJobStore(obj.database_url)
+    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
+        _die(f"bad database URL {redacted_url(obj.database_url)}: {exc}")
+    settings = ExporterSettings(obj.prefix, pools=pools, backlog=backlog, max_age=max_age, release_file=release_file)
+    if host:
+        settings.host = host
+    if not allow and not _is_loopback(listen[0]):
+        raise click.BadParameter(f"{listen[0]} is not a loopback address: name who may scrape with --allow CIDR",
+                                 param_hint="--listen")
+    collector = FleetCollector(client, settings, store.count if store is not None else None)
+    try:
+        serve(collector, *listen, allow=allow, ready=lambda url: click.echo(f"queuefleet exporter on {url} (host {settings.host})"))
+    except OSError as exc:
+        _die(f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass
+
+
 def release_laggards(workers: list[dict[str, str]], release: str, expect: dict[str, int]) -> list[str]:
     """Why the fleet is not (yet) all on `release`: one line per problem, empty when done."""
     problems: list[str] = []
@@ -552,22 +641,16 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
         if "all" in ids:
             raise click.BadParameter("`all` cannot be mixed with ids", param_hint="IDS")
         rows, missing = store.find(list(ids))
+    from .failed import retry_failed
+
     q = obj.queue()
     retried = 0
     for row in rows:
         try:
-            job = Job.decode(row.payload)
+            job = retry_failed(store, q, row)
         except PayloadError as exc:
             click.echo(f"skipped {row.id}: cannot be retried, {exc}", err=True)
             continue
-        job.attempts = 0
-        job.failure = None
-        # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
-        # would delete the retried job's payload), and a quick second failure must not collide
-        # with the old row's uuid before that row is forgotten below.
-        job.id = str(uuid.uuid4())
-        q.push_job(job)
-        store.forget([row.id])
         retried += 1
         click.echo(f"retried {row.id} ({row.uuid}) as {job.id} on queue {job.queue}")
     for item in missing:
@@ -619,6 +702,11 @@ def clear(obj: Context, queue_name: str, force: bool) -> None:
     if not force and not click.confirm(f"Delete every waiting job of queue {queue_name!r}?", default=False):
         _die("aborted", 1)
     click.echo(f"cleared {obj.queue().clear(queue_name)} jobs from {queue_name}")
+
+
+from .dashboard import dashboard_command  # noqa: E402 - at the end: dashboard.py uses cli.py's helpers
+
+main.add_command(dashboard_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

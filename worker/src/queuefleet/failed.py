@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +33,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+if TYPE_CHECKING:
+    from .payload import Job
+    from .queue import Queue
 
 DEFAULT_DATABASE_URL = "sqlite:///queuefleet.sqlite3"
 
@@ -216,6 +221,12 @@ class FailedJobStore:
         with self.engine.connect() as conn:
             return [FailedJob(**row._mapping) for row in conn.execute(query)]
 
+    def recent(self, limit: int) -> list[FailedJob]:
+        """The `limit` most recently failed jobs, newest first."""
+        query = select(failed_jobs).order_by(failed_jobs.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [FailedJob(**row._mapping) for row in conn.execute(query)]
+
     def find(self, ids: Sequence[str]) -> tuple[list[FailedJob], list[str]]:
         """Rows matching numeric ids or uuids, and the ids that matched nothing."""
         numeric = [int(i) for i in ids if i.isdigit()]
@@ -242,6 +253,23 @@ class FailedJobStore:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(failed_jobs)).scalar_one())
+
+
+def retry_failed(store: FailedJobStore, queue: Queue, row: FailedJob) -> Job:
+    """Push a failed job back onto its queue with its attempts reset, then forget its row;
+    returns the job as pushed. Raises PayloadError when the row's payload is not a job."""
+    from .payload import Job
+
+    job = Job.decode(row.payload)
+    job.attempts = 0
+    job.failure = None
+    # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
+    # would delete the retried job's payload), and a quick second failure must not collide
+    # with the old row's uuid before that row is forgotten below.
+    job.id = str(uuidlib.uuid4())
+    queue.push_job(job)
+    store.forget([row.id])
+    return job
 
 
 def _first_line(exc: BaseException) -> str:

@@ -143,6 +143,26 @@ local function job_name_of(payload)
   return '-'
 end
 
+-- Live workers' heartbeats (each a flat hash) and the set of queues they serve. With `prune`,
+-- members of the workers set whose heartbeat has expired are dropped from it.
+local function live_workers(p, prune)
+  local workers, served = {}, {}
+  for _, id in ipairs(redis.call('SMEMBERS', K.workers(p))) do
+    local beat = redis.call('HGETALL', K.worker(p, id))
+    if #beat == 0 then
+      if prune then redis.call('SREM', K.workers(p), id) end
+    else
+      workers[#workers + 1] = beat
+      for i = 1, #beat, 2 do
+        if beat[i] == 'queues' then
+          for q in string.gmatch(beat[i + 1], '[^,]+') do served[q] = true end
+        end
+      end
+    end
+  end
+  return workers, served
+end
+
 -- Run `command key member...` over a list of members, at most 1000 per call
 -- (scripts may not unpack arbitrarily long lists).
 local function each_chunk(command, key, list)

@@ -8,20 +8,11 @@
 -- live workers; minutes a flat list of (unix minute, flat counter hash), oldest first.
 local p, n_minutes = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local known, workers = {}, {}
+local known = {}
+local workers, served = live_workers(p, false)
+for q in pairs(served) do known[q] = true end
 for i = 3, #ARGV do known[ARGV[i]] = true end
 for _, q in ipairs(redis.call('SMEMBERS', K.queues(p))) do known[q] = true end
-for _, id in ipairs(redis.call('SMEMBERS', K.workers(p))) do
-  local beat = redis.call('HGETALL', K.worker(p, id))
-  if #beat > 0 then
-    workers[#workers + 1] = beat
-    for i = 1, #beat, 2 do
-      if beat[i] == 'queues' then
-        for q in string.gmatch(beat[i + 1], '[^,]+') do known[q] = true end
-      end
-    end
-  end
-end
 local queues = {}
 for q in pairs(known) do queues[#queues + 1] = q end
 table.sort(queues)

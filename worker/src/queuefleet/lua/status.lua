@@ -6,20 +6,7 @@
 -- Returns {queues, sizes, workers, restart}: sizes a flat (ready, delayed, reserved)
 -- per queue, workers a list of flat heartbeat hashes, restart a flat hash.
 local p = ARGV[1]
-local workers, served = {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', K.workers(p))) do
-  local beat = redis.call('HGETALL', K.worker(p, id))
-  if #beat == 0 then
-    redis.call('SREM', K.workers(p), id)
-  else
-    workers[#workers + 1] = beat
-    for i = 1, #beat, 2 do
-      if beat[i] == 'queues' then
-        for q in string.gmatch(beat[i + 1], '[^,]+') do served[q] = true end
-      end
-    end
-  end
-end
+local workers, served = live_workers(p, true)
 local all = ARGV[2] == 'all'
 local queues = {}
 if not all then

@@ -1,0 +1,178 @@
+"""The dashboard's HTML: one server-rendered page from the overview document (dashboard_data.py).
+
+No scripts and no external assets: inline CSS, an inline SVG chart, and plain forms for
+retry and forget (shown only to a request with the right token). Every value is escaped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from html import escape
+from typing import Any, Iterable
+from urllib.parse import quote
+
+REFRESH_SECONDS = 5
+CHART_W, CHART_H, BAR = 720, 120, 12
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2430}
+header{background:#1d2430;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:baseline;flex-wrap:wrap}
+header h1{font-size:18px;margin:0}header .meta{color:#b8c0cc;font-size:13px}header a{color:#9cc3ff}
+main{padding:12px 24px 32px;max-width:1400px}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;margin:14px 0}
+h2{font-size:16px;margin:0 0 8px}h2 small{font-weight:normal;color:#5b6575;margin-left:8px}
+table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;text-align:left;border-bottom:1px solid #edf0f3;vertical-align:top}
+th{font-size:12px;color:#5b6575;text-transform:uppercase;letter-spacing:.03em}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.group td{background:#f0f3f7;font-weight:600}tr.group td span{font-weight:normal;color:#5b6575}
+.state{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;color:#fff}
+.busy{background:#2f7d32}.idle{background:#7a8594}.paused{background:#c77700}
+.banner{padding:8px 12px;border-radius:5px;margin:12px 0;border:1px solid}
+.error{background:#fdecec;border-color:#f1b0b0;color:#8a1c1c}.info{background:#eef4fd;border-color:#bcd3f5;color:#1c3f73}
+.totals{display:flex;gap:28px;margin:4px 0 8px}.totals b{font-size:20px}.done{color:#2f7d32}.failed{color:#c62828}
+.err{font-family:ui-monospace,Menlo,monospace;font-size:12px;color:#8a1c1c;word-break:break-word}
+.muted{color:#7a8594}form.inline{display:inline;margin:0 2px}button{font-size:12px;padding:1px 8px;cursor:pointer}
+svg text{font-size:11px;fill:#5b6575}
+"""
+
+
+@dataclass
+class Access:
+    """What the viewer may do: state is off (no token configured), locked (none given),
+    wrong (a wrong one given) or ok; `token` is set only when ok."""
+
+    state: str
+    token: str = ""
+    unlock: bool = False  # the token form is open: no auto-refresh to wipe it
+
+
+def human_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _row(cells: Iterable[str], numeric: Iterable[int] = ()) -> str:
+    right = set(numeric)
+    return "<tr>" + "".join(f'<td class="n">{c}</td>' if i in right else f"<td>{c}</td>" for i, c in enumerate(cells)) + "</tr>"
+
+
+def _head(columns: Iterable[str], numeric: Iterable[int] = ()) -> str:
+    right = set(numeric)
+    return "<tr>" + "".join(f'<th class="n">{_e(c)}</th>' if i in right else f"<th>{_e(c)}</th>" for i, c in enumerate(columns)) + "</tr>"
+
+
+def render_page(doc: dict[str, Any], access: Access) -> str:
+    refresh = "" if access.unlock else f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
+    clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["now"]))
+    body = "".join([banners(doc, access), workers_section(doc), queues_section(doc), throughput_section(doc),
+                    failed_section(doc, access)])
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}<title>queuefleet dashboard</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
+            f'<header><h1>queuefleet</h1><span class="meta">{_e(clock)}</span>{_mode(access)}</header>'
+            f"<main>{body}</main></body></html>")
+
+
+def _mode(access: Access) -> str:
+    if access.state == "off":
+        return '<span class="meta">read-only</span>'
+    if access.state == "ok":
+        return '<span class="meta">retry and forget allowed</span>'
+    return '<span class="meta">read-only: <a href="/?unlock=1">enter the token</a> to retry or forget</span>'
+
+
+def banners(doc: dict[str, Any], access: Access) -> str:
+    out = [f'<div class="banner error" role="alert">{_e(message)}</div>' for message in doc["errors"].values()]
+    if access.state == "wrong":
+        out.append('<div class="banner error" role="alert">Wrong token: the page is read-only.</div>')
+    if access.unlock and access.state != "ok":
+        out.append('<form class="banner info" method="get" action="/">Token: <input type="password" name="token" '
+                   'autofocus autocomplete="off" size="40"> <button type="submit">Unlock retry and forget</button> '
+                   '<span class="muted">(auto-refresh is paused on this page)</span></form>')
+    return "".join(out)
+
+
+def workers_section(doc: dict[str, Any]) -> str:
+    workers, pools = doc["workers"], doc["pools"]
+    hosts = len({p["host"] for p in pools})
+    title = f"{len(workers)} process{'es' if len(workers) != 1 else ''} in {len(pools)} pool{'s' if len(pools) != 1 else ''}" \
+            f" on {hosts} host{'s' if hosts != 1 else ''}"
+    columns = ("pid", "release", "state", "current job", "queues", "processed", "failed", "up", "seen")
+    rows: list[str] = []
+    for pool in pools:
+        states = ", ".join(f"{pool[s]} {s}" for s in ("busy", "idle", "paused") if pool[s])
+        rows.append(f'<tr class="group"><td colspan="{len(columns)}">{_e(pool["host"])} / {_e(pool["pool"])} '
+                    f'<span> · {pool["processes"]} process{"es" if pool["processes"] != 1 else ""} ({_e(states)})</span></td></tr>')
+        for w in (w for w in workers if (w["host"], w["pool"]) == (pool["host"], pool["pool"])):
+            job = f'<span title="{_e(w["job_id"])}">{_e(w["job"])}</span>' if w["job"] else '<span class="muted">-</span>'
+            rows.append(_row([_e(w["pid"]), _e(w["release"] or "-"), f'<span class="state {_e(w["state"])}">{_e(w["state"])}</span>',
+                              job, _e(w["queues"]), _e(w["processed"]), _e(w["failed"]), _e(human_age(w["up_seconds"])),
+                              _e(human_age(w["seen_seconds_ago"]) + " ago")], numeric=(5, 6, 7)))
+    table = f"<table>{_head(columns, (5, 6, 7))}{''.join(rows)}</table>" if rows else '<p class="muted">No live workers.</p>'
+    return f'<section id="workers"><h2>Hosts, pools and processes<small>{_e(title)}</small></h2>{table}</section>'
+
+
+def queues_section(doc: dict[str, Any]) -> str:
+    columns = ("queue", "ready", "delayed", "reserved", "oldest ready")
+    rows = [_row([_e(q["queue"]), _e(q["ready"]), _e(q["delayed"]), _e(q["reserved"]),
+                  _e(human_age(q["oldest_age"]) if q["ready"] else "-")], numeric=(1, 2, 3, 4)) for q in doc["queues"]]
+    table = f"<table>{_head(columns, (1, 2, 3, 4))}{''.join(rows)}</table>" if rows else '<p class="muted">No queues.</p>'
+    return f'<section id="queues"><h2>Queues</h2>{table}</section>'
+
+
+def throughput_section(doc: dict[str, Any]) -> str:
+    t = doc["throughput"]
+    totals = (f'<div class="totals"><span class="done">done <b>{_e(t["done"])}</b></span>'
+              f'<span class="failed">failed <b>{_e(t["failed"])}</b></span></div>')
+    return f'<section id="throughput"><h2>Throughput, last hour<small>jobs per minute</small></h2>{totals}{chart(t["minutes"])}</section>'
+
+
+def chart(minutes: list[dict[str, Any]]) -> str:
+    """Stacked bars per minute (done, failed on top), oldest on the left."""
+    if not minutes:
+        return '<p class="muted">No data.</p>'
+    top = max(max(m["done"] + m["failed"] for m in minutes), 1)
+    scale = (CHART_H - 10) / top
+    bars = []
+    for i, m in enumerate(minutes):
+        x, done_h, failed_h = 40 + i * BAR, m["done"] * scale, m["failed"] * scale
+        label = f'{time.strftime("%H:%M", time.gmtime(m["minute"] * 60))} UTC: {m["done"]} done, {m["failed"]} failed'
+        bars.append(f'<g><title>{_e(label)}</title>'
+                    f'<rect x="{x}" y="{CHART_H - done_h:.1f}" width="{BAR - 2}" height="{done_h:.1f}" fill="#43a047"/>'
+                    f'<rect x="{x}" y="{CHART_H - done_h - failed_h:.1f}" width="{BAR - 2}" height="{failed_h:.1f}" fill="#e53935"/></g>')
+    width = 40 + len(minutes) * BAR
+    axis = (f'<line x1="38" y1="{CHART_H + .5}" x2="{width}" y2="{CHART_H + .5}" stroke="#aab2bd"/>'
+            f'<text x="34" y="14" text-anchor="end">{top}</text><text x="34" y="{CHART_H}" text-anchor="end">0</text>'
+            f'<text x="40" y="{CHART_H + 14}">-{len(minutes)}m</text>'
+            f'<text x="{width}" y="{CHART_H + 14}" text-anchor="end">now</text>')
+    return (f'<svg role="img" aria-label="jobs done and failed per minute" width="{width}" height="{CHART_H + 18}" '
+            f'viewBox="0 0 {width} {CHART_H + 18}" xmlns="http://www.w3.org/2000/svg">{axis}{"".join(bars)}</svg>')
+
+
+def failed_section(doc: dict[str, Any], access: Access) -> str:
+    jobs, total = doc["failed_jobs"], doc["failed_total"]
+    title = "" if total is None else f"{len(jobs)} newest of {total}" if total > len(jobs) else f"{total} in all"
+    columns = ["id", "queue", "job", "failed at", "error"] + (["actions"] if access.state == "ok" else [])
+    rows = []
+    for job in jobs:
+        cells = [_e(job["id"]), _e(job["queue"]), _e(job["job"]), _e(job["failed_at"].replace("T", " ").replace("+00:00", " UTC")),
+                 f'<span class="err">{_e(job["error"])}</span>']
+        if access.state == "ok":
+            cells.append(_action(job["id"], "retry", access.token) + _action(job["id"], "forget", access.token))
+        rows.append(_row(cells))
+    note = "" if access.state == "ok" else '<p class="muted">Read-only: retry and forget need the dashboard token.</p>'
+    table = f"<table>{_head(columns)}{''.join(rows)}</table>" if rows else '<p class="muted">No failed jobs.</p>'
+    return f'<section id="failed"><h2>Failed jobs<small>{_e(title)}</small></h2>{table}{note if rows else ""}</section>'
+
+
+def _action(row_id: int, action: str, token: str) -> str:
+    return (f'<form class="inline" method="post" action="/failed/{quote(str(row_id))}/{action}">'
+            f'<input type="hidden" name="token" value="{_e(token)}"><button type="submit">{action.capitalize()}</button></form>')

@@ -1,0 +1,210 @@
+"""`queue exporter`: the fleet's numbers in the Prometheus exposition format.
+
+One exporter runs on each worker host. Queue sizes, ages, job counters and the
+duration histogram are fleet-wide (every exporter reports the same values: alert
+rules take `max by (queue)`); workers, pools and releases are the exporter's own
+host's, so a host whose exporter is down is visible as such. Thresholds from the
+inventory are exported as metrics too, so the alert rules are one static file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .serving import http_server, shown_url
+from .stats import FleetStats, read_stats
+
+WORKER_STATES = ("idle", "busy", "paused")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class ExporterSettings:
+    prefix: str
+    host: str = field(default_factory=socket.gethostname)
+    pools: dict[str, int] = field(default_factory=dict)  # pool -> processes expected on this host
+    backlog: dict[str, int] = field(default_factory=dict)  # queue -> most ready jobs allowed
+    max_age: dict[str, float] = field(default_factory=dict)  # queue -> longest wait allowed (seconds)
+    release_file: Path | None = None  # read at each scrape: the release `current` points at
+
+
+class FleetCollector(Collector):
+    """Reads Redis (one script call) and the failed-jobs table at each scrape."""
+
+    def __init__(self, client: redis.Redis, settings: ExporterSettings, failed_count: Callable[[], int] | None) -> None:
+        self.client = client
+        self.settings = settings
+        self.failed_count = failed_count
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.settings
+        try:
+            stats: FleetStats | None = read_stats(self.client, s.prefix, queues=[*s.backlog, *s.max_age])
+        except (redis.RedisError, OSError):
+            stats = None
+        yield _gauge("queuefleet_redis_up", "1 when this exporter could read Redis at this scrape.", value=float(stats is not None))
+        yield from self._thresholds()
+        yield from self._release()
+        if stats is not None:
+            yield from queue_metrics(stats)
+            yield from worker_metrics(stats, s.host, s.pools)
+        yield from self._failed()
+
+    def _thresholds(self) -> Iterator[Metric]:
+        s = self.settings
+        backlog = GaugeMetricFamily("queuefleet_backlog_threshold", "Most ready jobs a queue may hold (inventory).",
+                                    labels=["queue"])
+        for queue, limit in sorted(s.backlog.items()):
+            backlog.add_metric([queue], limit)
+        yield backlog
+        age = GaugeMetricFamily("queuefleet_oldest_job_age_threshold_seconds",
+                                "Longest a ready job may wait in a queue (inventory).", labels=["queue"])
+        for queue, seconds in sorted(s.max_age.items()):
+            age.add_metric([queue], seconds)
+        yield age
+        expected = GaugeMetricFamily("queuefleet_pool_expected_workers", "Worker processes a pool runs on this host (numprocs).",
+                                     labels=["host", "pool"])
+        for pool, count in sorted(s.pools.items()):
+            expected.add_metric([s.host, pool], count)
+        yield expected
+
+    def _release(self) -> Iterator[Metric]:
+        path = self.settings.release_file
+        if path is None:
+            return
+        try:
+            release = path.read_text().strip()
+        except OSError:
+            return
+        yield _gauge("queuefleet_release_info", "The release this host's `current` points at.", labels=["host", "release"],
+                     samples=[([self.settings.host, release], 1)])
+
+    def _failed(self) -> Iterator[Metric]:
+        if self.failed_count is None:
+            return
+        try:
+            rows = self.failed_count()
+        except Exception:  # noqa: BLE001 - any database error means the same to a scrape: unreachable
+            yield _gauge("queuefleet_database_up", "1 when this exporter could count failed jobs at this scrape.", value=0)
+            return
+        yield _gauge("queuefleet_database_up", "1 when this exporter could count failed jobs at this scrape.", value=1)
+        yield _gauge("queuefleet_failed_jobs", "Rows in the failed-jobs table.", value=rows)
+
+
+def queue_metrics(stats: FleetStats) -> Iterator[Metric]:
+    jobs = GaugeMetricFamily("queuefleet_jobs", "Jobs in a queue by state.", labels=["queue", "state"])
+    age = GaugeMetricFamily("queuefleet_oldest_job_age_seconds", "How long the job that runs next has waited (0: none ready).",
+                            labels=["queue"])
+    for queue, size in stats.sizes.items():
+        for state in ("ready", "delayed", "reserved"):
+            jobs.add_metric([queue, state], size[state])
+        age.add_metric([queue], round(stats.oldest_age.get(queue, 0.0), 3))
+    yield jobs
+    yield age
+    total = CounterMetricFamily("queuefleet_jobs", "Settled attempts by outcome (done, failed, retried, released, lost).",
+                                labels=["queue", "job", "outcome"])
+    for (queue, job, outcome), n in sorted(stats.jobs.items()):
+        total.add_metric([queue, job, outcome], n)
+    yield total
+    duration = HistogramMetricFamily("queuefleet_job_duration_seconds", "Run time of attempts that ran to an outcome.",
+                                     labels=["queue", "job"])
+    for (queue, job), d in sorted(stats.durations.items()):
+        duration.add_metric([queue, job], d.cumulative(), d.sum_seconds)
+    yield duration
+
+
+def worker_metrics(stats: FleetStats, host: str, pools: dict[str, int]) -> Iterator[Metric]:
+    """This host's live workers: by pool and state (0 for every state of an expected pool), and by release."""
+    by_state: dict[tuple[str, str], int] = {(pool, state): 0 for pool in pools for state in WORKER_STATES}
+    by_release: dict[tuple[str, str], int] = {}
+    for beat in stats.workers:
+        if beat.get("host") != host:
+            continue
+        pool = beat.get("pool", "")
+        by_state[(pool, beat.get("state", ""))] = by_state.get((pool, beat.get("state", "")), 0) + 1
+        by_release[(pool, beat.get("release", ""))] = by_release.get((pool, beat.get("release", "")), 0) + 1
+    workers = GaugeMetricFamily("queuefleet_workers", "Live worker processes on this host by pool and state.",
+                                labels=["host", "pool", "state"])
+    for (pool, state), n in sorted(by_state.items()):
+        workers.add_metric([host, pool, state], n)
+    yield workers
+    info = GaugeMetricFamily("queuefleet_worker_info", "Live worker processes on this host by pool and the release they run.",
+                             labels=["host", "pool", "release"])
+    for (pool, release), n in sorted(by_release.items()):
+        info.add_metric([host, pool, release], n)
+    yield info
+
+
+def _gauge(name: str, doc: str, *, value: float | None = None, labels: list[str] | None = None,
+           samples: Iterable[tuple[list[str], float]] = ()) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, value=value, labels=labels)
+    for label_values, v in samples:
+        family.add_metric(label_values, v)
+    return family
+
+
+# -- serving --------------------------------------------------------------------------
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def allowed(remote: str, networks: Sequence[Network]) -> bool:
+    """Whether a client address may scrape: loopback always, else only the networks given."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in (*LOOPBACK, *networks))
+
+
+def metrics_app(registry: CollectorRegistry, allow: Sequence[Network] = ()) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app: /metrics in the text format 0.0.4 (never OpenMetrics: `queuefleet_jobs` is both
+    a gauge and, with `_total`, a counter, which only the classic format allows), / a pointer to it.
+    Clients outside loopback and `allow` get 403."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if not allowed(environ.get("REMOTE_ADDR", ""), allow):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"forbidden: this address is not in the exporter's --allow list\n"]
+        if path == "/metrics":
+            body = generate_latest(registry)
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/":
+            body = b'queuefleet exporter: <a href="/metrics">/metrics</a>\n'
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return app
+
+
+def serve(collector: FleetCollector, address: str, port: int, ready: Callable[[str], None] | None = None,
+          stop: threading.Event | None = None, allow: Sequence[Network] = ()) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    with http_server(address, port, metrics_app(registry, allow), quiet=True) as server:
+        if ready is not None:
+            ready(shown_url(address, server.server_port, "/metrics"))
+        if stop is None:
+            server.serve_forever()
+        else:
+            server.timeout = 0.2
+            while not stop.is_set():
+                server.handle_request()
