@@ -22,7 +22,7 @@ help:
 	@echo "make test        setup + lint + worker tests + alert rule tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
-	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (monitoring/)"
+	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (roles/monitoring/files/)"
 	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-molecule / test-multihost   single test stages"
 
 setup:
@@ -48,11 +48,11 @@ test-worker: setup
 	  echo "test-worker: skipped, worker/ (pyproject.toml + tests/) does not exist yet"; \
 	fi
 
-# Prometheus alert rules (monitoring/queuefleet.rules.yml): syntax, then the
+# Prometheus alert rules (roles/monitoring/files/queuefleet.rules.yml): syntax, then the
 # promtool unit tests, every alert firing and not firing.
 test-rules: setup
-	.venv/bin/promtool check rules monitoring/queuefleet.rules.yml
-	.venv/bin/promtool test rules monitoring/tests/queuefleet.rules.test.yml
+	.venv/bin/promtool check rules roles/monitoring/files/queuefleet.rules.yml
+	.venv/bin/promtool test rules tests/rules/queuefleet.rules.test.yml
 
 # deploy.yml's one-environment guard.
 test-guard: setup

@@ -34,6 +34,10 @@ refuses mysql "password" '{"mysql_users": [{"name": "app", "priv": "app.*:ALL"}]
 refuses mysql "mysql_max_connections" '{"mysql_max_connections": "lots"}'
 refuses supervisor "without credentials" '{"supervisor_inet_http_server_enabled": true}'
 refuses supervisor "supervisor_socket_mode" '{"supervisor_socket_mode": "0777"}'
+refuses queue_worker "queue_worker_exporter_listen must be HOST:PORT" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "9818"}'
+refuses queue_worker "map queue names to numbers" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_backlog": {"default": "lots"}}'
+refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818"}'
+refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818", "queue_worker_exporter_allow": ["10.0.0.0/99"]}'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -23,7 +23,7 @@ def test_service_running_and_enabled(host, service):
     assert svc.is_enabled
 
 
-@pytest.mark.parametrize("port", [6379, 3306, 9001])
+@pytest.mark.parametrize("port", [6379, 3306, 9001, 9818, 9819])
 def test_ports_bound_to_loopback_only(host, port):
     listening = [s for s in host.socket.get_listening_sockets() if s.endswith(f":{port}")]
     assert listening, f"nothing listens on port {port}"

@@ -43,8 +43,8 @@ def listeners(container: str) -> set[tuple[str, int]]:
 @pytest.mark.parametrize("container,allowed", [
     (REDIS, {(PRIVATE[REDIS], 6379)}),
     (DB, {(PRIVATE[DB], 3306)}),
-    (W1, set()),
-    (W2, set()),
+    (W1, {(PRIVATE[W1], 9818)}),  # the exporter, answering the monitoring host only (test_2b_monitoring.py)
+    (W2, {(PRIVATE[W2], 9818)}),
 ])
 def test_nothing_listens_beyond_loopback_but_the_authenticated_services(container, allowed):
     public = {(a, p) for a, p in listeners(container) if not a.startswith(LOOPBACK)}
