@@ -105,8 +105,9 @@ def supervisor_pids(container: str) -> dict[str, int]:
 
 
 def starting_counts(container: str) -> dict[str, int]:
-    """STARTING lines per worker log: one per process start."""
-    out = sh(container, "grep -c ' STARTING worker ' /var/log/queuefleet/*.log | grep -v err.log || true").stdout
+    """STARTING lines per worker process log (<pool>_NN.log): one per process start. The logs of
+    the side programs (exporter, scheduler) are not worker logs."""
+    out = sh(container, "grep -c ' STARTING worker ' /var/log/queuefleet/*_[0-9][0-9].log || true").stdout
     counts = {}
     for line in out.splitlines():
         path, _, n = line.rpartition(":")
