@@ -63,6 +63,7 @@ test-guard: setup
 test-roles: setup
 	.venv/bin/python -m pytest tests/test_role_conventions.py -q
 	bash tests/role_validation.sh
+	bash tests/prune_release.sh
 
 # Bad inventories: each stops the preflight with its own message, before anything
 # changes (tests/preflight_cases.sh; add --demo to run them through deploy.yml

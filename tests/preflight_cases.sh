@@ -28,6 +28,7 @@ CASES=(
   "bad queue name|$(pool '{"queues": ["ok", "not ok"]}')|queue name \"not ok\" must match"
   "numprocs 0|$(pool '{"numprocs": 0}')|numprocs must be between 1 and 64 (got 0)"
   "numprocs 65|$(pool '{"numprocs": 65}')|numprocs must be between 1 and 64 (got 65)"
+  "numprocs over a raised limit|$(pool '{"numprocs": 101}' | python3 -c 'import json,sys; d=json.load(sys.stdin); d["queue_worker_max_numprocs"]=100; print(json.dumps(d))')|numprocs must be between 1 and 100 (got 101)"
   "timeout as a decimal string|$(pool '{"timeout": "2.5"}')|argument 'timeout' is of type str"
   "numprocs true|$(pool '{"numprocs": true}')|numprocs must be a whole number (got true)"
   "numprocs not a number|$(pool '{"numprocs": "four"}')|argument 'numprocs' is of type str"

@@ -25,6 +25,17 @@ refuses() {  # refuses <role> "<pattern>" '<json extra vars>'
   fi
 }
 
+passes_validation() {  # passes_validation <role> '<json extra vars>': the role's own checks accept these values
+  local role="$1" vars="$2" out
+  out="$(ansible-playbook -i localhost, --check tests/validate-role.yml -e role_under_test="$role" -e "$vars" 2>&1)"
+  if grep -q "Check the pools beyond what the argument specs express" <<<"$out" && ! grep -q "fatal:.*\(assert\|argument\)\|Assertion failed\|Validation of arguments failed" <<<"$out" \
+     && grep -q "Create the worker user" <<<"$out"; then
+    passed=$((passed + 1)); echo "PASSED  $role accepts $vars"
+  else
+    failed=$((failed + 1)); echo "FAILED  $role should accept $vars"; echo "$out" | grep -B2 -A12 "fatal" | head -n 30
+  fi
+}
+
 refuses redis "redis_requirepass is empty" '{"redis_bind": ["0.0.0.0"]}'
 refuses redis "redis_requirepass is empty" '{"redis_bind": ["127.0.0.1", "10.0.0.5"], "redis_requirepass": ""}'
 refuses redis "redis_maxmemory_policy" '{"redis_maxmemory_policy": "drop-everything"}'
@@ -38,6 +49,10 @@ refuses queue_worker "queue_worker_exporter_listen must be HOST:PORT" '{"queue_w
 refuses queue_worker "map queue names to numbers" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_backlog": {"default": "lots"}}'
 refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818"}'
 refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818", "queue_worker_exporter_allow": ["10.0.0.0/99"]}'
+
+# The role and preflight share one numprocs limit (queue_worker_max_numprocs): raised, it holds in both.
+refuses queue_worker "numprocs between 1 and 100" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 101}]}'
+passes_validation queue_worker '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 80}]}'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -187,3 +187,13 @@ def probe_http(host, auth=None):
 def test_inet_http_server_requires_credentials(host):
     assert probe_http(host) == "401"
     assert probe_http(host, auth=f"ops:{secret('supervisor')}") == "200"
+
+
+# --- queue_worker program files ---------------------------------------------------
+
+
+def test_pool_programs_that_may_hold_secrets_are_readable_by_root_only(host):
+    for pool in ("default", "slow"):
+        conf = host.file(f"/etc/supervisor/conf.d/queuefleet-{pool}.conf")
+        assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o640)
+    assert 'environment=DEMO_API_KEY="' in host.file("/etc/supervisor/conf.d/queuefleet-slow.conf").content_string
