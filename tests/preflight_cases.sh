@@ -47,6 +47,9 @@ CASES=(
   "bad redis eviction policy|{\"redis_maxmemory_policy\": \"drop-everything\"}|redis_maxmemory_policy"
   "redis_maxmemory not a size|{\"redis_maxmemory\": \"lots\"}|redis_maxmemory \"lots\" is not a size"
   "buffer pool not a size|{\"mysql_innodb_buffer_pool_size\": \"2 gigs\"}|mysql_innodb_buffer_pool_size \"2 gigs\" is not a size"
+  "unsupported OS release|{\"preflight_supported_os\": {\"Debian\": [\"11\"]}}|is not one of Debian 11"
+  "Python too old on a worker host|{\"preflight_min_python\": \"3.99\"}|needs Python 3.99 or newer, and /usr/bin/python3 is 3."
+  "no Python on a worker host|{\"queue_worker_python\": \"/nonexistent/python3\"}|/nonexistent/python3 is missing"
   "does not fit in memory|$(pool '{"name": "huge", "numprocs": 19, "memory": 4000000}')|19 processes, about"
 )
 
