@@ -42,8 +42,12 @@ def source_files(root: Path):
 
 
 def release_key(sources: list[Path], requirements: list[str], python_version: str, platform: str) -> str:
+    """The release id: the builder, the target's Python *minor* version (wheels are built per
+    cpXY tag; a point update of python3 on the hosts is not a new release and restarts nothing),
+    the platform, the requirements and every source file."""
+    minor = ".".join(python_version.split(".")[:2])
     digest = hashlib.sha256()
-    digest.update(f"builder={BUILDER_VERSION}\npython={python_version}\nplatform={platform}\n".encode())
+    digest.update(f"builder={BUILDER_VERSION}\npython={minor}\nplatform={platform}\n".encode())
     for req in sorted(requirements):
         digest.update(f"req={req}\n".encode())
     for source in sources:
