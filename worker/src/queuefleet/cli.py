@@ -521,7 +521,7 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
     _check_redis_url(obj.redis_url)
     client = client_from_url(obj.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        store: FailedJobStore | None = FailedJobStore(obj.database_url)
+        store = FailedJobStore(obj.database_url)
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
         _die(f"bad database URL {redacted_url(obj.database_url)}: {exc}")
     settings = ExporterSettings(obj.prefix, pools=pools, backlog=backlog, max_age=max_age, release_file=release_file)
@@ -530,7 +530,7 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
     if not allow and not _is_loopback(listen[0]):
         raise click.BadParameter(f"{listen[0]} is not a loopback address: name who may scrape with --allow CIDR",
                                  param_hint="--listen")
-    collector = FleetCollector(client, settings, store.count if store is not None else None)
+    collector = FleetCollector(client, settings, store.count)
     try:
         serve(collector, *listen, allow=allow, ready=lambda url: click.echo(f"queuefleet exporter on {url} (host {settings.host})"))
     except OSError as exc:
