@@ -6,6 +6,7 @@ Runs inside the demo container with the deployed release's Python:
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,9 +46,10 @@ workers = queue.workers()
 status = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True).stdout.splitlines()
 pools: dict[str, list[str]] = {}
 for line in status:
-    program = line.split()[0]
-    if program.startswith("queuefleet-"):
-        pools.setdefault(program.split(":")[0].removeprefix("queuefleet-"), []).append(line.split()[1])
+    # One supervisor program per process: queuefleet-<pool>-<generation>_<NN>.
+    match = re.match(r"^queuefleet-(.+)-[0-9a-f]{6}_[0-9]{2,}\s+(\S+)", line)
+    if match:
+        pools.setdefault(match[1], []).append(match[2])
 
 print("workers:")
 for pool, states in sorted(pools.items()):

@@ -1,6 +1,7 @@
 """Log rotation (issue 5): logrotate owns the worker and supervisor logs, rotates
 by size, and the workers keep writing to the live file afterwards."""
 
+import re
 import time
 
 QUEUE = "/opt/queuefleet/current/bin/queue --env-file /opt/queuefleet/shared/queuefleet.env"
@@ -31,9 +32,17 @@ def test_timer_runs_hourly(host):
     assert "OnCalendar=hourly" in host.check_output("systemctl cat logrotate.timer")
 
 
+def slot_00_of_default(host) -> str:
+    """The supervisor program of the default pool's first process (queuefleet-default-<generation>_00)."""
+    names = re.findall(r"^(queuefleet-default-[0-9a-f]{6}_00)\s+RUNNING", host.run("supervisorctl status").stdout, re.M)
+    assert len(names) == 1, names
+    return names[0]
+
+
 def test_forced_rotation_keeps_workers_logging_to_the_live_file(host):
     log = "/var/log/queuefleet/default_00.log"
-    pid_before = host.check_output("supervisorctl pid queuefleet-default:queuefleet-default_00")
+    program = slot_00_of_default(host)
+    pid_before = host.check_output(f"supervisorctl pid {program}")
     assert host.run(f"logrotate -f {CONF}").rc == 0
     assert host.file(f"{log}.1").exists  # renamed (compressed one rotation later)
     marker = f"rotated-{time.time():.0f}"
@@ -46,4 +55,4 @@ def test_forced_rotation_keeps_workers_logging_to_the_live_file(host):
         time.sleep(0.5)
     assert "DONE" in host.file(log).content_string, "the worker stopped writing to the live log after rotation"
     # Rotation reopened the files; it did not restart the worker.
-    assert host.check_output("supervisorctl pid queuefleet-default:queuefleet-default_00") == pid_before
+    assert host.check_output(f"supervisorctl pid {program}") == pid_before

@@ -82,8 +82,9 @@ def sha(host, path: str) -> str:
 
 
 def running(host, pool: str) -> int:
+    """RUNNING processes of a pool (supervisor programs queuefleet-<pool>-<generation>_<NN>)."""
     out = host.run("supervisorctl status").stdout
-    return sum(1 for line in out.splitlines() if line.startswith(f"queuefleet-{pool}:") and " RUNNING " in line)
+    return len(re.findall(rf"^queuefleet-{re.escape(pool)}-[0-9a-f]{{6}}_[0-9]{{2,}}\s+RUNNING\s", out, re.M))
 
 
 def current_release(host) -> str:

@@ -1,11 +1,13 @@
 """The operator's everyday cycle on the converged host, in order (issue 4):
 
 1. release 1 runs every pool with numprocs processes;
-2. changing one pool's numprocs restarts that pool only;
-3. a new release under a continuous producer: every job runs, none fails,
-   every worker reports release 2;
-4. rollback: every worker reports release 1;
-5. removing a pool stops its processes and removes its config;
+2. scaling a pool up starts only the new processes: the running ones keep their PIDs;
+3. scaling it down stops only the surplus process, after it finished its running job;
+4. a new release together with a change of the pool's settings, under a continuous
+   producer: every job runs once, none fails, every worker reports release 2, and the
+   pool is never without a consumer for more than a few seconds;
+5. rollback: every worker reports release 1;
+6. removing a pool stops its processes and removes its config;
 and finally the converged state is restored, so the check-mode run that
 follows (scripts/molecule-test.sh) still sees nothing to change.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -61,18 +64,29 @@ def app_packages(src: Path) -> list[dict]:
     return [{"name": "queuefleet-demo", "src": str(src)}]
 
 
+PROGRAM = re.compile(r"^queuefleet-(?P<pool>.+)-(?P<generation>[0-9a-f]{6})_(?P<slot>[0-9]{2,})$")
+
+
 def pool_pids(host) -> dict[str, dict[str, int]]:
-    """{pool: {process name: pid}} of the RUNNING queuefleet programs."""
+    """{pool: {program: pid}} of the RUNNING pool processes (one supervisor program per process).
+
+    A replaced or surplus process finishing its job is STOPPING and not listed; no pool
+    process may be in any other state."""
     out = host.run("supervisorctl status").stdout
     pools: dict[str, dict[str, int]] = {}
     for line in out.splitlines():
         parts = line.split()
-        if not parts or not parts[0].startswith("queuefleet-"):
+        match = PROGRAM.match(parts[0]) if parts else None
+        if not match:
             continue
-        group, _, process = parts[0].partition(":")
-        assert parts[1] == "RUNNING", line
-        pools.setdefault(group.removeprefix("queuefleet-"), {})[process] = int(parts[3].rstrip(","))
+        assert parts[1] in ("RUNNING", "STOPPING"), line
+        if parts[1] == "RUNNING":
+            pools.setdefault(match["pool"], {})[parts[0]] = int(parts[3].rstrip(","))
     return pools
+
+
+def with_pool(pools: list[dict], name: str, **changes) -> list[dict]:
+    return [dict(p, **changes) if p["name"] == name else p for p in pools]
 
 
 def status(host) -> dict:
@@ -140,14 +154,69 @@ def test_1_release_1_runs_every_pool_with_numprocs(host):
     # (Idempotence of the plain deploy is molecule's own idempotence step.)
 
 
-def test_2_numprocs_change_restarts_only_that_pool(host):
+def test_2_scaling_up_starts_only_the_new_processes(host):
     before = pool_pids(host)
-    pools = [dict(p, numprocs=2) if p["name"] == "slow" else p for p in BASE_POOLS]
+    pools = with_pool(BASE_POOLS, "default", numprocs=4)
     deploy(queue_worker_app_packages=app_packages(BASE_APP), queue_worker_pools=pools)
     after = pool_pids(host)
-    assert after["default"] == before["default"], "the unchanged pool was restarted"
-    assert len(after["slow"]) == 2
-    assert not set(after["slow"].values()) & set(before["slow"].values()), "the changed pool kept an old process"
+    assert len(after["default"]) == 4
+    kept = {name: pid for name, pid in after["default"].items() if name in before["default"]}
+    assert kept == before["default"], f"a running process of the scaled pool was restarted: {before} -> {after}"
+    assert after["slow"] == before["slow"], "the unchanged pool was restarted"
+    STATE["pools"] = pools
+
+
+PUSH_SLOW_ON_CHANGE = r"""
+import time
+from queuefleet import Queue
+# Started before the deploy: once the pool's program file changes (the handler that
+# applies it runs a few seconds later), give each of the 4 processes a 12 s job.
+conf = "/etc/supervisor/conf.d/queuefleet-default.conf"
+before = open(conf).read()
+deadline = time.monotonic() + 600
+while open(conf).read() == before and time.monotonic() < deadline:
+    time.sleep(0.1)
+q = Queue.from_url(os.environ["QUEUEFLEET_REDIS_URL"])
+for i in range(4):
+    q.push("queuefleet_demo.jobs:slow", {"id": f"s{i}", "seconds": 12}, queue="default")
+    time.sleep(0.3)  # each job to another idle process
+r.set("push_slow:done", "1")
+"""
+
+
+def log_time(line: str) -> str:
+    return line.split()[0]
+
+
+def test_3_scaling_down_stops_only_the_surplus_after_its_job(host):
+    before = pool_pids(host)["default"]
+    surplus = max(before)
+    failed_before = len(json.loads(host.check_output(f"{QUEUE} failed --json")))
+    in_app(host, "r.delete('demo:executed', 'push_slow:done')")
+    host.run(f"cat > /tmp/push_slow.py <<'EOF'\n{APP_PYTHON}\n{PUSH_SLOW_ON_CHANGE}\nEOF")
+    host.run("setsid nohup /opt/queuefleet/current/bin/python /tmp/push_slow.py >/tmp/push_slow.log 2>&1 &")
+    pools = with_pool(BASE_POOLS, "default", numprocs=3)
+    deploy(queue_worker_app_packages=app_packages(BASE_APP), queue_worker_pools=pools)
+    assert in_app(host, "print((r.get('push_slow:done') or b'').decode())") == "1", host.run("cat /tmp/push_slow.log").stdout
+    after = pool_pids(host)["default"]
+    assert after == {name: pid for name, pid in before.items() if name != surplus}, (before, after)
+    wait_for(lambda: not host.file(f"/proc/{before[surplus]}").exists, 40, "the surplus process to exit")
+
+    # The surplus was stopped while it ran a job, and finished that job first.
+    drain = host.check_output(f"grep -m1 'draining: .*{surplus}' /var/log/supervisor/queuefleet-drain.log")
+    stopped_at = drain.split()[0]  # UTC, second resolution
+    log = host.file("/var/log/queuefleet/default_03.log").content_string.splitlines()
+    started = {line.split()[2]: log_time(line) for line in log if " START " in line and "jobs:slow" in line}
+    finished = {line.split()[2]: log_time(line) for line in log if " DONE " in line and "jobs:slow" in line}
+    spanning = [job for job, start in started.items()
+                if start[:19] < stopped_at[:19] and finished.get(job, "")[:19] > stopped_at[:19]]
+    assert spanning, f"no job of {surplus} ran across its stop at {stopped_at}:\n" + "\n".join(log[-10:])
+
+    wait_for(lambda: len(in_app(host, "print(r.llen('demo:executed'))")) and
+             int(in_app(host, "print(r.llen('demo:executed'))")) >= 4, 30, "the 4 slow jobs to finish")
+    executed = json.loads(in_app(host, "print(json.dumps([e.decode() for e in r.lrange('demo:executed', 0, -1)]))"))
+    assert sorted(e.split("@")[0] for e in executed) == ["s0", "s1", "s2", "s3"], "a job was cut short, lost or run twice"
+    assert len(json.loads(host.check_output(f"{QUEUE} failed --json"))) == failed_before
     STATE["pools"] = pools
 
 
@@ -170,21 +239,48 @@ q.redis.set("producer:done", i)
 '''
 
 
-def test_3_new_release_under_load_loses_no_job(host, release2_src):
-    pools = STATE.get("pools", BASE_POOLS)
+GAPS = r'''
+import time
+# The longest stretch without a finished job (demo:executed grows by one per job)
+# while the producer pushes one every 20 ms.
+last, since, longest = r.llen("demo:executed"), time.monotonic(), 0.0
+while not os.path.exists("/tmp/gaps.stop"):
+    time.sleep(0.05)
+    count, now = r.llen("demo:executed"), time.monotonic()
+    if count != last:
+        longest, last, since = max(longest, now - since), count, now
+r.set("gaps:longest", f"{max(longest, time.monotonic() - since):.3f}")
+'''
+
+
+def test_4_new_release_and_new_settings_under_load_lose_no_job_and_no_consumer(host, release2_src):
+    # The pool's settings change too (memory), so its processes are replaced: the new
+    # ones start before the old ones drain.
+    pools = with_pool(STATE.get("pools", BASE_POOLS), "default", memory=192)
     total = sum(p["numprocs"] for p in pools)
-    host.run("rm -f /tmp/producer.stop")
+    old_default = pool_pids(host)["default"]
+    host.run("rm -f /tmp/producer.stop /tmp/gaps.stop")
     host.run(f"cat > /tmp/producer.py <<'EOF'\n{PRODUCER}\nEOF")
+    host.run(f"cat > /tmp/gaps.py <<'EOF'\n{APP_PYTHON}\n{GAPS}\nEOF")
     failed_before = len(json.loads(host.check_output(f"{QUEUE} failed --json")))
     host.run("setsid nohup /opt/queuefleet/current/bin/python /tmp/producer.py >/tmp/producer.log 2>&1 &")
     wait_for(lambda: int(in_app(host, "print(int(r.get('producer:count') or 0))") or 0) > 20, 30, "the producer to start")
+    host.run("setsid nohup /opt/queuefleet/current/bin/python /tmp/gaps.py >/tmp/gaps.log 2>&1 &")
 
     deploy(queue_worker_app_packages=app_packages(release2_src), queue_worker_pools=pools)
     release2 = current_release(host)
     assert release2 != STATE["release1"]
     STATE["release2"] = release2
+    STATE["pools"] = pools
     time.sleep(2)  # keep producing onto the new release for a moment
+    host.run("touch /tmp/gaps.stop")
+    gap = float(wait_for(lambda: in_app(host, "print((r.get('gaps:longest') or b'').decode())"), 10, "the gap monitor"))
     host.run("touch /tmp/producer.stop")
+    new_default = wait_for(lambda: (lambda now: now if len(now) == len(old_default) else None)(pool_pids(host)["default"]),
+                           30, "the pool's replaced processes to drain")
+    assert not set(new_default) & set(old_default), f"a process kept its old settings: {old_default} -> {new_default}"
+    print(f"longest time without a finished job while the producer ran: {gap:.2f} s")
+    assert gap < 5, f"the pool went {gap:.2f} s without running a job during the deploy"
 
     def counts():
         return json.loads(in_app(host, "print(json.dumps({'done': int(r.get('producer:done') or -1), "
@@ -211,7 +307,7 @@ def test_3_new_release_under_load_loses_no_job(host, release2_src):
     wait_for(lambda: all_workers_on(host, release2, total), 30, f"{total} workers on {release2}")
 
 
-def test_4_rollback_puts_every_worker_back_on_release_1(host):
+def test_5_rollback_puts_every_worker_back_on_release_1(host):
     pools = STATE.get("pools", BASE_POOLS)
     total = sum(p["numprocs"] for p in pools)
     deploy("playbooks/rollback.yml", queue_worker_pools=pools)
@@ -219,19 +315,21 @@ def test_4_rollback_puts_every_worker_back_on_release_1(host):
     wait_for(lambda: all_workers_on(host, STATE["release1"], total), 30, "workers on release 1")
 
 
-def test_5_removed_pool_is_stopped_and_its_config_removed(host):
+def test_6_removed_pool_is_stopped_and_its_config_removed(host):
     pools = [p for p in STATE.get("pools", BASE_POOLS) if p["name"] != "slow"]
     slow_pids = pool_pids(host)["slow"].values()
     deploy(queue_worker_app_packages=app_packages(BASE_APP), queue_worker_pools=pools)
     assert not host.file("/etc/supervisor/conf.d/queuefleet-slow.conf").exists
-    assert "slow" not in pool_pids(host)
     assert "queuefleet-slow" not in host.run("supervisorctl avail").stdout
-    for pid in slow_pids:
-        assert not host.file(f"/proc/{pid}").exists, f"slow worker {pid} still runs"
-    wait_for(lambda: all_workers_on(host, STATE["release1"], 2), 30, "only the default pool's workers")
+    # The removed pool's processes stop in the background, each after its job.
+    wait_for(lambda: "slow" not in pool_pids(host) and not any(host.file(f"/proc/{pid}").exists for pid in slow_pids),
+             30, "the slow pool's processes to exit")
+    total = sum(p["numprocs"] for p in pools)
+    wait_for(lambda: all_workers_on(host, STATE["release1"], total), 30, "only the default pool's workers")
 
 
-def test_6_restore_the_converged_state(host):
+def test_7_restore_the_converged_state(host):
     deploy(queue_worker_app_packages=app_packages(BASE_APP), queue_worker_pools=BASE_POOLS)
-    assert {pool: len(procs) for pool, procs in pool_pids(host).items()} == {p["name"]: p["numprocs"] for p in BASE_POOLS}
+    wanted = {p["name"]: p["numprocs"] for p in BASE_POOLS}
+    wait_for(lambda: {pool: len(procs) for pool, procs in pool_pids(host).items()} == wanted, 30, f"pools {wanted}")
     assert current_release(host) == STATE["release1"]

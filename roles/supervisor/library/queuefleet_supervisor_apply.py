@@ -1,0 +1,184 @@
+#!/usr/bin/python
+"""Apply changed supervisor program files: start new programs before stopping the ones they replace."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: queuefleet_supervisor_apply
+short_description: Apply supervisor program changes, new programs first, old ones drained in the background
+description:
+  - Runs C(supervisorctl reread) and applies the result in an order that never leaves a worker pool without
+    a process, unlike a plain C(supervisorctl update), which stops removed programs first and restarts a
+    changed group as a whole.
+  - Added and changed programs are applied first (C(supervisorctl update NAME...)); the module then waits
+    until none of them is STARTING or BACKOFF. If one ends FATAL, EXITED or still BACKOFF the module fails and
+    leaves every removed program running, so a bad change never takes the old processes away.
+  - Removed programs are then stopped and removed in a detached background process, one C(supervisorctl
+    update NAME) each in parallel, so a stop that waits for a running job (up to the program's stopwaitsecs)
+    never blocks the play. Their output goes to O(drain_log).
+  - A removed program named C(<family>-<6 hex>_<NN>) (a worker pool's process, see the queue_worker role) is
+    held back, not stopped, while another program of the same family is FATAL, EXITED or BACKOFF.
+  - In check mode nothing is reread or applied.
+options:
+  config:
+    description: supervisord.conf passed to supervisorctl -c.
+    type: path
+    required: true
+  start_timeout:
+    description: Seconds to wait for added and changed programs to leave STARTING and BACKOFF.
+    type: int
+    default: 60
+  drain_log:
+    description: File the background stops append their output to.
+    type: path
+    default: /var/log/supervisor/queuefleet-drain.log
+author: queuefleet
+"""
+
+RETURN = r"""
+added:
+  description: Programs added and started.
+  type: list
+  returned: always
+replaced:
+  description: Programs whose config changed, restarted.
+  type: list
+  returned: always
+draining:
+  description: Removed programs being stopped and removed in the background.
+  type: list
+  returned: always
+held:
+  description: Removed pool programs kept running because their pool has a failed process.
+  type: list
+  returned: always
+"""
+
+import os
+import re
+import subprocess
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+REREAD_LINE = re.compile(r"^(?P<name>\S+): (?P<what>available|changed|disappeared)$")
+STATUS_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\b")
+POOL_PROCESS = re.compile(r"^(?P<family>.+)-[0-9a-f]{6}_[0-9]{2,}$")
+UNSETTLED = {"STARTING", "BACKOFF"}
+FAILED = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
+
+
+def family(group: str) -> str | None:
+    match = POOL_PROCESS.match(group)
+    return match.group("family") if match else None
+
+
+class Supervisor:
+    def __init__(self, module: AnsibleModule, config: str) -> None:
+        self.module = module
+        self.config = config
+
+    def ctl(self, *args: str) -> str:
+        """Run supervisorctl; exit codes are not errors here (status exits 3 when a program is not running)."""
+        rc, out, err = self.module.run_command(["supervisorctl", "-c", self.config, *args])
+        if "refused connection" in out or "no such file" in out.lower() or (rc != 0 and not out and err):
+            self.module.fail_json(msg=f"supervisorctl {' '.join(args)} failed: {(out or err).strip()}")
+        return out
+
+    def reread(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {"available": [], "changed": [], "disappeared": []}
+        out = self.ctl("reread")
+        for line in out.splitlines():
+            match = REREAD_LINE.match(line.strip())
+            if match:
+                found[match.group("what")].append(match.group("name"))
+            elif line.strip().startswith("ERROR"):
+                self.module.fail_json(msg=f"supervisorctl reread: {line.strip()}")
+        return found
+
+    def states(self) -> dict[str, str]:
+        """{group: worst state among its processes}, from `supervisorctl status`."""
+        result: dict[str, str] = {}
+        for line in self.ctl("status").splitlines():
+            match = STATUS_LINE.match(line)
+            if match:
+                group = match.group("name").split(":", 1)[0]
+                state = match.group("state")
+                if result.get(group) in (None, "RUNNING", "STOPPED"):
+                    result[group] = state
+        return result
+
+    def settle(self, groups: list[str], timeout: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.states()
+            mine = {group: states.get(group, "UNKNOWN") for group in groups}
+            if not UNSETTLED & set(mine.values()) or time.monotonic() >= deadline:
+                return mine
+            time.sleep(0.5)
+
+    def drain_in_background(self, groups: list[str], log_path: str) -> None:
+        """One `supervisorctl update GROUP` per group, in parallel, detached from this module."""
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        script = (
+            'conf="$1"; shift; echo "$(date -u +%FT%TZ) draining: $*"; '
+            # The second update re-adds a program whose config came back while it drained
+            # (a change reverted within a job's time); otherwise it does nothing.
+            'for g in "$@"; do (supervisorctl -c "$conf" update "$g"; supervisorctl -c "$conf" update "$g") & done; wait; '
+            'echo "$(date -u +%FT%TZ) drained: $*"'
+        )
+        with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+            subprocess.Popen(
+                ["/bin/sh", "-c", script, "sh", self.config, *groups],
+                stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config": {"type": "path", "required": True},
+            "start_timeout": {"type": "int", "default": 60},
+            "drain_log": {"type": "path", "default": "/var/log/supervisor/queuefleet-drain.log"},
+        },
+        supports_check_mode=True,
+    )
+    result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": []}
+    if module.check_mode:
+        module.exit_json(msg="check mode: supervisor rereads and applies the program files on a real run", **result)
+
+    supervisor = Supervisor(module, module.params["config"])
+    found = supervisor.reread()
+    result["added"], result["replaced"] = found["available"], found["changed"]
+    starting = found["changed"] + found["available"]
+    if starting:
+        supervisor.ctl("update", *starting)
+        result["changed"] = True
+        settled = supervisor.settle(starting, module.params["start_timeout"])
+        failed = {group: state for group, state in settled.items() if state in FAILED}
+        if failed:
+            module.fail_json(
+                msg="these programs did not start: "
+                + ", ".join(f"{group} is {state}" for group, state in sorted(failed.items()))
+                + (f"; the programs they replace keep running: {', '.join(sorted(found['disappeared']))}"
+                   if found["disappeared"] else "")
+                + " (see `supervisorctl tail -f NAME stderr`)",
+                **result,
+            )
+
+    removed = found["disappeared"]
+    if removed:
+        states = supervisor.states()
+        broken = {family(group) for group, state in states.items() if state in FAILED and group not in removed}
+        result["held"] = sorted(group for group in removed if family(group) is not None and family(group) in broken)
+        result["draining"] = sorted(group for group in removed if group not in result["held"])
+        if result["draining"]:
+            supervisor.drain_in_background(result["draining"], module.params["drain_log"])
+            result["changed"] = True
+        if result["held"]:
+            module.warn("kept running because their pool has a failed process: " + ", ".join(result["held"]))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
