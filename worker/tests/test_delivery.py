@@ -451,6 +451,26 @@ def test_await_release_names_laggards_then_passes(cli, r, redis_url):
     assert extra.returncode == 0, extra.stderr
 
 
+def test_await_release_with_replaced_ids_waits_for_a_restart_onto_the_same_release(cli, r, redis_url):
+    import socket
+
+    host = socket.gethostname()
+    q = Queue.from_url(redis_url)
+    old = cli.spawn("--sleep", "0.2", "--release", "r1", "--name", "mail")
+    wait_for(lambda: len(q.workers()) == 1, what="heartbeat")
+    old_id = q.workers()[0]["id"]
+    # Same release: without --replaced the old worker already passes, with it the wait goes on.
+    assert cli.run("await-release", "r1", "--expect", f"{host}=1", "--timeout", "0.5").returncode == 0
+    waiting = cli.run("await-release", "r1", "--expect", f"{host}=1", "--replaced", old_id, "--timeout", "0.5", check=False)
+    assert waiting.returncode == 1
+    assert f"pid={old.pid} release=r1" in waiting.stderr and "has not restarted yet" in waiting.stderr
+    cli.run("restart")
+    assert old.wait(10) == 0
+    cli.spawn("--sleep", "0.2", "--release", "r1", "--name", "mail")  # what supervisor does
+    done = cli.run("await-release", "r1", "--expect", f"{host}=1", "--replaced", old_id, "--timeout", "10")
+    assert "none of the 1 replaced ones left" in done.stdout
+
+
 def test_host_scoped_restart_only_restarts_that_hosts_workers(cli, r, redis_url):
     import socket
 

@@ -6,7 +6,8 @@
 4. a new release together with a change of the pool's settings, under a continuous
    producer: every job runs once, none fails, every worker reports release 2, and the
    pool is never without a consumer for more than a few seconds;
-5. rollback: every worker reports release 1;
+5. rollback: every worker reports release 1; playbooks/restart.yml returns only once
+   every worker has been replaced;
 6. removing a pool stops its processes and removes its config;
 and finally the converged state is restored, so the check-mode run that
 follows (scripts/molecule-test.sh) still sees nothing to change.
@@ -313,6 +314,17 @@ def test_5_rollback_puts_every_worker_back_on_release_1(host):
     deploy("playbooks/rollback.yml", queue_worker_pools=pools)
     assert current_release(host) == STATE["release1"]
     wait_for(lambda: all_workers_on(host, STATE["release1"], total), 30, "workers on release 1")
+
+
+def test_5b_restart_playbook_returns_once_every_worker_restarted(host):
+    """playbooks/restart.yml onto the same release: the wait is for the old workers to be gone."""
+    pools = STATE.get("pools", BASE_POOLS)
+    before = {w["id"] for w in status(host)["workers"]}
+    out = deploy("playbooks/restart.yml", queue_worker_pools=pools)
+    assert "replaced ones left" in out, out[-3000:]
+    after = {w["id"] for w in status(host)["workers"]}
+    assert not before & after, f"restart.yml returned while {len(before & after)} old workers still ran"
+    assert len(after) >= sum(p["numprocs"] for p in pools)
 
 
 def test_6_removed_pool_is_stopped_and_its_config_removed(host):

@@ -539,14 +539,20 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
         pass
 
 
-def release_laggards(workers: list[dict[str, str]], release: str, expect: dict[str, int]) -> list[str]:
-    """Why the fleet is not (yet) all on `release`: one line per problem, empty when done."""
+def release_laggards(workers: list[dict[str, str]], release: str, expect: dict[str, int],
+                     replaced: frozenset[str] = frozenset()) -> list[str]:
+    """Why the fleet is not (yet) all on `release`: one line per problem, empty when done.
+
+    `replaced` are ids of workers that must have exited (a restart without a new release,
+    where the release alone cannot tell a restarted worker from the one it replaces)."""
     problems: list[str] = []
     for host, count in sorted(expect.items()):
         on_host = [w for w in workers if w.get("host") == host]
-        behind = [w for w in on_host if w.get("release") != release]
+        behind = [w for w in on_host if w.get("release") != release or w.get("id") in replaced]
         for w in sorted(behind, key=lambda w: (w.get("pool", ""), w.get("pid", ""))):
-            problems.append(f"host={host} pool={w.get('pool', '?')} pid={w.get('pid', '?')} release={w.get('release') or '-'} state={w.get('state', '?')}")
+            why = "has not restarted yet" if w.get("id") in replaced and w.get("release") == release else ""
+            problems.append(f"host={host} pool={w.get('pool', '?')} pid={w.get('pid', '?')} release={w.get('release') or '-'} "
+                            f"state={w.get('state', '?')}" + (f" {why}" if why else ""))
         current = len(on_host) - len(behind)
         # More is fine: a surplus or replaced process drains on the right release.
         if current < count:
@@ -558,11 +564,13 @@ def release_laggards(workers: list[dict[str, str]], release: str, expect: dict[s
 @click.argument("release")
 @click.option("--expect", "expected", multiple=True, required=True, metavar="HOST=COUNT",
               help="Workers each host must run on RELEASE (repeat per host).")
+@click.option("--replaced", "replaced", multiple=True, metavar="WORKER_ID",
+              help="A worker that must have exited, as `status --json` names it (repeat): for a restart onto the same release.")
 @click.option("--timeout", default=300.0, show_default=True, type=float, callback=_positive("--timeout"),
               help="Give up after this many seconds.")
 @click.pass_obj
 @_redis_errors
-def await_release(obj: Context, release: str, expected: tuple[str, ...], timeout: float) -> None:
+def await_release(obj: Context, release: str, expected: tuple[str, ...], replaced: tuple[str, ...], timeout: float) -> None:
     """Wait until every expected worker reports RELEASE in its heartbeat; exit 1 naming the laggards."""
     expect: dict[str, int] = {}
     for item in expected:
@@ -573,10 +581,11 @@ def await_release(obj: Context, release: str, expected: tuple[str, ...], timeout
     q = obj.queue()
     deadline = time.monotonic() + timeout
     while True:
-        problems = release_laggards(q.workers(), release, expect)
+        problems = release_laggards(q.workers(), release, expect, frozenset(replaced))
         if not problems:
             total = sum(expect.values())
-            click.echo(f"all {total} workers on {len(expect)} host{'s' if len(expect) != 1 else ''} run release {release}")
+            click.echo(f"all {total} workers on {len(expect)} host{'s' if len(expect) != 1 else ''} run release {release}"
+                       + (f", none of the {len(replaced)} replaced ones left" if replaced else ""))
             return
         if time.monotonic() >= deadline:
             click.echo(f"queue: workers not on release {release} after {timeout:g}s:", err=True)
