@@ -11,7 +11,8 @@ then fetched as binary wheels for the *target's* Python and platform, so a
 controller with another Python or OS still produces a wheelhouse the targets
 can install offline (`pip install --no-index`).
 
-Prints one JSON object: {"release", "path", "changed", "wheels"}.
+Prints one JSON object: {"release", "path", "archive", "changed", "wheels"}; the archive is
+the wheelhouse as one tar file, what the role ships.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -152,7 +154,35 @@ def main() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     wheels = (out / ".complete").read_text().split()
-    print(json.dumps({"release": release, "path": str(out), "changed": changed, "wheels": wheels}))
+    archive = write_archive(out, wheels)
+    print(json.dumps({"release": release, "path": str(out), "archive": str(archive), "changed": changed, "wheels": wheels}))
+
+
+def write_archive(wheelhouse: Path, wheels: list[str]) -> Path:
+    """<release>.tar beside the wheelhouse: one file to ship instead of one per wheel.
+
+    Written once (to a temporary name, then renamed), root-owned 0644 members, sorted."""
+    archive = wheelhouse.with_name(wheelhouse.name + ".tar")
+    if archive.is_file():
+        return archive
+    fd, tmp = tempfile.mkstemp(prefix=f".{wheelhouse.name}-", suffix=".tar", dir=wheelhouse.parent)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(wheels):
+                info = tar.gettarinfo(str(wheelhouse / name), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode = 0o644
+                info.mtime = 0
+                with open(wheelhouse / name, "rb") as f:
+                    tar.addfile(info, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, archive)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return archive
 
 
 if __name__ == "__main__":
