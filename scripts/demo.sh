@@ -2,6 +2,7 @@
 # The demo: deploy.yml onto a local disposable systemd container.
 #   scripts/demo.sh up     create/start the container, deploy, print the report
 #   scripts/demo.sh down   remove the container (and its generated secrets)
+#   scripts/demo.sh start  only create/start the container and wait for systemd (bench/deploy)
 # `make demo` runs setup and scripts/engine.sh first.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ LOG="$ROOT/.state/demo-deploy.log"
 export PATH="$ROOT/.venv/bin:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
 log() { printf '[demo] %s\n' "$*" >&2; }
 
-up() {
+start() {
   mkdir -p "$ROOT/.state"
   if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null || true)" != true ]; then
     docker rm -f "$NAME" >/dev/null 2>&1 || true
@@ -30,6 +31,10 @@ up() {
     sleep 1
   done
   log "systemd in $NAME: ${state:-unknown}"
+}
+
+up() {
+  start
 
   log "ansible-playbook -i inventories/demo deploy.yml -l demo (full log: $LOG)"
   start=$(date +%s)
@@ -58,6 +63,7 @@ down() {
 
 case "${1:-up}" in
   up) up ;;
+  start) start ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|start" >&2; exit 2 ;;
 esac
