@@ -170,16 +170,19 @@ def test_2_scaling_up_starts_only_the_new_processes(host):
 PUSH_SLOW_ON_CHANGE = r"""
 import time
 from queuefleet import Queue
-# Started before the deploy: once the pool's program file changes (the handler that
-# applies it runs a few seconds later), give each of the 4 processes a 12 s job.
-conf = "/etc/supervisor/conf.d/queuefleet-default.conf"
+# Started before the deploy. The role writes the pool's program file, then the
+# exporter's (its expected worker counts change with numprocs), then runs the
+# handler that applies them. Once the exporter's file changed, give each of the 4
+# processes a 15 s job (the pool's timeout is 20 s), so the surplus one is busy
+# when it is told to stop.
+conf = "/etc/supervisor/conf.d/queuefleet_exporter.conf"
 before = open(conf).read()
 deadline = time.monotonic() + 600
 while open(conf).read() == before and time.monotonic() < deadline:
     time.sleep(0.1)
 q = Queue.from_url(os.environ["QUEUEFLEET_REDIS_URL"])
 for i in range(4):
-    q.push("queuefleet_demo.jobs:slow", {"id": f"s{i}", "seconds": 12}, queue="default")
+    q.push("queuefleet_demo.jobs:slow", {"id": f"s{i}", "seconds": 15}, queue="default")
     time.sleep(0.3)  # each job to another idle process
 r.set("push_slow:done", "1")
 """
@@ -198,6 +201,7 @@ def test_3_scaling_down_stops_only_the_surplus_after_its_job(host):
     host.run("setsid nohup /opt/queuefleet/current/bin/python /tmp/push_slow.py >/tmp/push_slow.log 2>&1 &")
     pools = with_pool(BASE_POOLS, "default", numprocs=3)
     deploy(queue_worker_app_packages=app_packages(BASE_APP), queue_worker_pools=pools)
+    STATE["pools"] = pools
     assert in_app(host, "print((r.get('push_slow:done') or b'').decode())") == "1", host.run("cat /tmp/push_slow.log").stdout
     after = pool_pids(host)["default"]
     assert after == {name: pid for name, pid in before.items() if name != surplus}, (before, after)
@@ -277,7 +281,8 @@ def test_4_new_release_and_new_settings_under_load_lose_no_job_and_no_consumer(h
     host.run("touch /tmp/gaps.stop")
     gap = float(wait_for(lambda: in_app(host, "print((r.get('gaps:longest') or b'').decode())"), 10, "the gap monitor"))
     host.run("touch /tmp/producer.stop")
-    new_default = wait_for(lambda: (lambda now: now if len(now) == len(old_default) else None)(pool_pids(host)["default"]),
+    numprocs = next(p["numprocs"] for p in pools if p["name"] == "default")
+    new_default = wait_for(lambda: (lambda now: now if len(now) == numprocs else None)(pool_pids(host)["default"]),
                            30, "the pool's replaced processes to drain")
     assert not set(new_default) & set(old_default), f"a process kept its old settings: {old_default} -> {new_default}"
     print(f"longest time without a finished job while the producer ran: {gap:.2f} s")

@@ -124,7 +124,8 @@ class Supervisor:
             'conf="$1"; shift; echo "$(date -u +%FT%TZ) draining: $*"; '
             # The second update re-adds a program whose config came back while it drained
             # (a change reverted within a job's time); otherwise it does nothing.
-            'for g in "$@"; do (supervisorctl -c "$conf" update "$g"; supervisorctl -c "$conf" update "$g") & done; wait; '
+            'for g in "$@"; do (supervisorctl -c "$conf" update "$g"; '
+            'supervisorctl -c "$conf" update "$g" 2>&1 | grep -v "no such group") & done; wait; '
             'echo "$(date -u +%FT%TZ) drained: $*"'
         )
         with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
