@@ -12,6 +12,8 @@ the host otherwise:
 5. retention keeps the newest config_backup_keep snapshots;
 6. a pool whose canary job cannot run fails the deploy with that pool named;
 7. with queue_worker_auto_rollback a failed check puts the fleet back on the previous release;
+9. Redis takes a maxmemory change live (CONFIG SET, same PID) and restarts for a save rule;
+10. MariaDB takes a wait_timeout change live (SET GLOBAL, same PID);
 and the converged state is restored at the end (the check-mode run that follows
 must see nothing to change).
 
@@ -201,3 +203,47 @@ def test_8_converged_state_is_back(host):
     assert current_release(host) == STATE["release1"]
     out = play("deploy.yml")
     assert changed(out) == 0, out[-3000:]
+
+
+def redis_pid(host) -> str:
+    return host.check_output("systemctl show -p MainPID --value redis-server")
+
+
+def redis_config(host, key: str) -> str:
+    password = (Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets" / "redis").read_text().split()[0]
+    return host.check_output(f"REDISCLI_AUTH={password} redis-cli -h 127.0.0.1 --raw config get {key}").splitlines()[1]
+
+
+def test_9_redis_takes_live_settings_without_a_restart(host):
+    pid = redis_pid(host)
+    out = play("playbooks/redis.yml", redis_maxmemory="96mb")
+    assert "Apply the changed settings live" in out and "redis-server restarts for" not in out, out[-3000:]
+    assert redis_pid(host) == pid, "redis-server restarted for a setting it takes live"
+    assert redis_config(host, "maxmemory") == str(96 * 1024 * 1024)
+    assert "maxmemory 96mb" in host.check_output("grep ^maxmemory /etc/redis/redis.conf")
+
+    # A save rule cannot be applied live by this role: the file changes and redis-server restarts.
+    out = play("playbooks/redis.yml", redis_save=["900 1"])
+    assert "redis-server restarts for: save" in out, out[-3000:]
+    assert redis_pid(host) != pid
+    assert redis_config(host, "save") == "900 1"
+    assert redis_config(host, "maxmemory") == str(64 * 1024 * 1024)  # the inventory's value again
+
+    play("playbooks/redis.yml")  # back to the converged settings
+    assert redis_config(host, "save") == "3600 1 300 100 60 10000"
+
+
+def test_10_mariadb_takes_live_options_without_a_restart(host):
+    def pid() -> str:
+        return host.check_output("systemctl show -p MainPID --value mariadb")
+
+    def wait_timeout() -> str:
+        return host.check_output("mysql -NBe 'SELECT @@global.wait_timeout'")
+
+    before, converged = pid(), wait_timeout()
+    out = play("playbooks/mysql.yml", mysql_wait_timeout=int(converged) // 2)
+    assert "Apply the changed options live" in out and "the server restarts for" not in out, out[-3000:]
+    assert pid() == before, "the server restarted for an option it takes live"
+    assert wait_timeout() == str(int(converged) // 2)
+    play("playbooks/mysql.yml")  # back to the converged settings, live again
+    assert wait_timeout() == converged and pid() == before
