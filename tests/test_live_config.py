@@ -1,4 +1,4 @@
-"""roles/redis/filter_plugins/redis_live_config.py: which redis.conf changes go live and which restart."""
+"""The redis and mysql roles' filter plugins: which config changes go live and which restart."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[1] / "roles/redis/filter_plugins/redis_live_config.py"
+ROLES = Path(__file__).resolve().parents[1] / "roles"
+
+
+def load_filter(role: str, name: str):
+    """The filter function `name` of roles/<role>/filter_plugins/<role>_live_config.py."""
+    spec = importlib.util.spec_from_file_location(f"{role}_live_config", ROLES / role / "filter_plugins" / f"{role}_live_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 LIVE = ["maxmemory", "maxmemory-policy", "maxclients", "loglevel", "timeout", "tcp-keepalive", "appendfsync"]
 CONF = """# Ansible managed
 bind 127.0.0.1 -::1
@@ -22,10 +32,7 @@ maxmemory 64mb
 
 @pytest.fixture(scope="module")
 def changes():
-    spec = importlib.util.spec_from_file_location("redis_live_config", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.redis_config_changes
+    return load_filter("redis", "redis_config_changes")
 
 
 def test_live_settings_alone_need_no_restart(changes):
@@ -53,7 +60,6 @@ def test_a_fresh_host_with_debians_file_restarts(changes):
     assert "bind" in changes("bind 127.0.0.1 ::1\nport 6379\n", CONF, LIVE)["restart"]
 
 
-MYSQL_PLUGIN = Path(__file__).resolve().parents[1] / "roles/mysql/filter_plugins/mysql_live_config.py"
 CNF = """# Ansible managed
 [mysqld]
 bind-address = 127.0.0.1
@@ -68,10 +74,7 @@ port = 3306
 
 @pytest.fixture(scope="module")
 def mysql_changes():
-    spec = importlib.util.spec_from_file_location("mysql_live_config", MYSQL_PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.mysql_config_changes
+    return load_filter("mysql", "mysql_config_changes")
 
 
 def test_mysql_whole_number_live_settings_need_no_restart(mysql_changes):
