@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 NAME=queuefleet-demo
-IMAGE="${QUEUEFLEET_BASE_IMAGE:-queuefleet/debian-systemd:bookworm}"
+IMAGE="${QUEUEFLEET_BASE_IMAGE:-queuefleet/debian-systemd:trixie}"
 LOG="$ROOT/.state/demo-deploy.log"
 export PATH="$ROOT/.venv/bin:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
 log() { printf '[demo] %s\n' "$*" >&2; }

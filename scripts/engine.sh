@@ -5,17 +5,21 @@
 #   1. If no Docker engine answers and we are root on Debian: install docker.io
 #      (if missing) and start dockerd in the background, logging to
 #      .state/dockerd.log, then wait until it answers.
-#   2. If the base image is missing, build it: FROM debian:bookworm when a
-#      registry is reachable, else debootstrap a minimal bookworm rootfs
-#      (cached as .state/bookworm-rootfs.tar) and `docker import` it.
+#   2. For each supported Debian suite (QUEUEFLEET_SUITES, default "trixie
+#      bookworm": Debian 13 and 12), if its base image
+#      queuefleet/debian-systemd:<suite> is missing, build it: FROM debian:<suite>
+#      when a registry is reachable, else debootstrap a minimal rootfs (cached as
+#      .state/<suite>-rootfs.tar) and `docker import` it.
 #
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.state"
-IMAGE="${QUEUEFLEET_BASE_IMAGE:-queuefleet/debian-systemd:bookworm}"
-SUITE=bookworm
+SUITES="${QUEUEFLEET_SUITES:-trixie bookworm}"
+# Set per suite by ensure_image.
+SUITE=""
+IMAGE=""
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Packages the base image needs to behave like a freshly installed server.
 BASE_PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,sudo,ca-certificates,procps,iproute2,gnupg"
@@ -59,13 +63,13 @@ ensure_engine() {
 
 registry_reachable() {
   # A pull with a short deadline: succeeds only where Docker Hub (or a mirror) answers.
-  timeout 60 docker pull -q debian:bookworm >/dev/null 2>&1
+  timeout 60 docker pull -q "debian:$SUITE" >/dev/null 2>&1
 }
 
 build_from_registry() {
-  log "building $IMAGE FROM debian:bookworm"
-  docker build -q -t "$IMAGE" -f - "$ROOT/scripts" >/dev/null <<'EOF'
-FROM debian:bookworm
+  log "building $IMAGE FROM debian:$SUITE"
+  docker build -q -t "$IMAGE" -f - "$ROOT/scripts" >/dev/null <<EOF
+FROM debian:$SUITE
 ENV container=docker
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -91,9 +95,9 @@ build_rootfs_tarball() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
   fi
   rm -rf "$dir"
-  log "debootstrap $SUITE (a few minutes, log: $STATE/debootstrap.log)"
+  log "debootstrap $SUITE (a few minutes, log: $STATE/debootstrap-$SUITE.log)"
   debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$dir" "$MIRROR" \
-    >"$STATE/debootstrap.log" 2>&1 || { tail -n 30 "$STATE/debootstrap.log" >&2; die "debootstrap failed"; }
+    >"$STATE/debootstrap-$SUITE.log" 2>&1 || { tail -n 30 "$STATE/debootstrap-$SUITE.log" >&2; die "debootstrap $SUITE failed"; }
   # Make the rootfs behave like the registry-built image.
   cat >"$dir/etc/apt/sources.list" <<EOF
 deb $MIRROR $SUITE main
@@ -123,6 +127,8 @@ build_from_debootstrap() {
 }
 
 ensure_image() {
+  SUITE="$1"
+  IMAGE="queuefleet/debian-systemd:$SUITE"
   if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     return 0
   fi
@@ -136,4 +142,6 @@ ensure_image() {
 }
 
 ensure_engine
-ensure_image
+for suite in $SUITES; do
+  ensure_image "$suite"
+done

@@ -1,8 +1,13 @@
-"""The release id of roles/queue_worker/files/build_wheelhouse.py (runs on the controller)."""
+"""roles/queue_worker/files/build_wheelhouse.py (runs on the controller): the release id, one
+wheelhouse per target interpreter, the archive. The build test fetches real wheels from PyPI."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,25 +30,67 @@ def source(tmp_path: Path) -> Path:
     return tmp_path / "app"
 
 
-def test_a_python_point_update_is_not_a_new_release(builder, source):
-    key = builder.release_key
-    platform = "manylinux_2_28_x86_64"
-    assert key([source], [], "3.11.2", platform) == key([source], [], "3.11.9", platform)
+def test_the_release_is_the_code_not_the_interpreter(builder, source):
+    """One id for a mixed fleet: the target's Python and platform choose a wheelhouse, not a release."""
+    assert builder.release_key([source], []) == builder.release_key([source], [])
+    assert builder.wheelhouse_tag("3.11.2", "manylinux_2_28_x86_64") == builder.wheelhouse_tag("3.11.9", "manylinux_2_28_x86_64")
+    assert builder.wheelhouse_tag("3.13.5", "manylinux_2_28_x86_64") == "cp313-manylinux_2_28_x86_64"
 
 
-def test_what_changes_the_wheels_or_the_code_is_a_new_release(builder, source):
+def test_what_changes_the_code_is_a_new_release(builder, source):
     key = builder.release_key
-    base = key([source], [], "3.11.2", "manylinux_2_28_x86_64")
-    assert key([source], [], "3.13.5", "manylinux_2_28_x86_64") != base
-    assert key([source], [], "3.11.2", "manylinux_2_28_aarch64") != base
-    assert key([source], ["requests==2.32.3"], "3.11.2", "manylinux_2_28_x86_64") != base
+    base = key([source], [])
+    assert key([source], ["requests==2.32.3"]) != base
     (source / "jobs.py").write_text("def run(data):\n    return None\n")
-    assert key([source], [], "3.11.2", "manylinux_2_28_x86_64") != base
+    assert key([source], []) != base
+
+
+@pytest.mark.parametrize("bad", ["3.11", "3.11.2", "3.11.x:manylinux_2_28_x86_64", ":manylinux_2_28_x86_64", "3.11.2:"])
+def test_a_malformed_target_is_refused(builder, bad):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="PYTHON_VERSION:PLATFORM"):
+        builder.parse_target(bad)
+
+
+def build(cache: Path, *targets: str) -> dict:
+    worker = Path(__file__).resolve().parents[1] / "worker"
+    argv = [sys.executable, str(SCRIPT), "--cache", str(cache), "--source", str(worker)]
+    out = subprocess.run(argv + [f"--target={t}" for t in targets], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_mixed_fleet_gets_one_release_and_a_wheelhouse_per_python(tmp_path):
+    """Debian 12 (3.11) and Debian 13 (3.13) hosts: compiled wheels for each ABI, markers of the
+    exact micro version (redis-py wants async-timeout below 3.11.3), and a new micro version later
+    tops up its minor's wheelhouse under the same release id."""
+    platform = "manylinux_2_28_x86_64"
+    first = build(tmp_path, f"3.11.9:{platform}", f"3.13.5:{platform}")
+    assert first["changed"] is True
+    houses = first["wheelhouses"]
+    assert sorted(houses) == [f"cp311-{platform}", f"cp313-{platform}"]
+    for tag, house in houses.items():
+        sqlalchemy = [w for w in house["wheels"] if w.startswith("sqlalchemy-")]
+        assert len(sqlalchemy) == 1 and f"-{tag[:5]}-{tag[:5]}-" in sqlalchemy[0], (tag, sqlalchemy)
+        assert any(w.startswith("queuefleet-") for w in house["wheels"])
+        with tarfile.open(house["archive"]) as tar:
+            assert sorted(tar.getnames()) == sorted(house["wheels"])
+    assert not any(w.startswith("async_timeout-") for w in houses[f"cp311-{platform}"]["wheels"])
+
+    again = build(tmp_path, f"3.13.5:{platform}", f"3.11.9:{platform}")
+    assert again["changed"] is False and again["release"] == first["release"]
+
+    older = build(tmp_path, f"3.11.2:{platform}")
+    assert older["release"] == first["release"], "a micro version is not a new release"
+    house = older["wheelhouses"][f"cp311-{platform}"]
+    assert older["changed"] is True and house["pythons"] == ["3.11.2", "3.11.9"]
+    assert any(w.startswith("async_timeout-") for w in house["wheels"])
+    with tarfile.open(house["archive"]) as tar:
+        assert any(n.startswith("async_timeout-") for n in tar.getnames()), "the archive is rewritten after a top-up"
 
 
 def test_the_archive_holds_every_wheel_root_owned_and_is_written_once(builder, tmp_path):
-    import tarfile
-
     house = tmp_path / "abc123"
     house.mkdir()
     for name in ("b-1.0-py3-none-any.whl", "a-2.0-py3-none-any.whl"):

@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
-"""Build, or reuse, the wheelhouse of one release on the controller.
+"""Build, or reuse, the wheelhouses of one release on the controller.
 
-The release id is a hash of everything that goes into it: the source trees of
-the local packages, the extra requirements, and the target's Python version and
-platform. The same code therefore always gives the same release id, on any
-controller, and a re-run with no code change builds nothing.
+The release id is a hash of the code that goes into it: the source trees of the
+local packages and the extra requirements. The same code therefore always gives
+the same release id, on any controller and on every host of a fleet, whatever
+Python the hosts run, and a re-run with no code change builds nothing.
 
-Local packages are built with `pip wheel --no-deps`; their dependencies are
-then fetched as binary wheels for the *target's* Python and platform, so a
-controller with another Python or OS still produces a wheelhouse the targets
-can install offline (`pip install --no-index`).
+One wheelhouse is built per target interpreter, a (Python minor version,
+platform) pair given with --target: a fleet of Debian 12 (Python 3.11) and
+Debian 13 (Python 3.13) hosts gets two wheelhouses under one release id. Local
+packages are built with `pip wheel --no-deps`; their dependencies are then
+fetched as binary wheels for each target's Python and platform, so a controller
+with another Python or OS still produces wheelhouses the targets can install
+offline (`pip install --no-index`).
 
-Prints one JSON object: {"release", "path", "archive", "changed", "wheels"}; the archive is
-the wheelhouse as one tar file, what the role ships.
+Environment markers can depend on the micro version (redis-py needs
+async-timeout below 3.11.3), so each wheelhouse records the micro versions it
+was resolved for, and a host with a new one tops it up with what that version
+needs, under the same release id.
+
+Prints one JSON object: {"release", "changed", "wheelhouses": {TAG: {"path",
+"archive", "wheels", "pythons"}}} where TAG is cpXY-<platform>; the archive is
+that wheelhouse as one tar file, what the role ships to the hosts of that tag.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "build", "dist", ".venv", ".git", ".tox"}
 
 
@@ -43,13 +52,12 @@ def source_files(root: Path):
             yield path.relative_to(root).as_posix(), path
 
 
-def release_key(sources: list[Path], requirements: list[str], python_version: str, platform: str) -> str:
-    """The release id: the builder, the target's Python *minor* version (wheels are built per
-    cpXY tag; a point update of python3 on the hosts is not a new release and restarts nothing),
-    the platform, the requirements and every source file."""
-    minor = ".".join(python_version.split(".")[:2])
+def release_key(sources: list[Path], requirements: list[str]) -> str:
+    """The release id: the builder, the requirements and every source file. Not the target's
+    Python or platform: those choose the wheelhouse, not the release, so a mixed fleet runs one
+    release and a python3 update on the hosts is not a new release."""
     digest = hashlib.sha256()
-    digest.update(f"builder={BUILDER_VERSION}\npython={minor}\nplatform={platform}\n".encode())
+    digest.update(f"builder={BUILDER_VERSION}\n".encode())
     for req in sorted(requirements):
         digest.update(f"req={req}\n".encode())
     for source in sources:
@@ -58,6 +66,21 @@ def release_key(sources: list[Path], requirements: list[str], python_version: st
             digest.update(f"file={rel}\n".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:12]
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """`3.11.2:manylinux_2_28_x86_64` -> ("3.11.2", "manylinux_2_28_x86_64")."""
+    version, sep, platform = text.partition(":")
+    parts = version.split(".")
+    if not sep or not platform or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not PYTHON_VERSION:PLATFORM, e.g. 3.11.2:manylinux_2_28_x86_64")
+    return version, platform
+
+
+def wheelhouse_tag(python_version: str, platform: str) -> str:
+    """The wheelhouse a target installs from: its CPython tag and platform, e.g. cp311-manylinux_2_28_x86_64."""
+    major, minor = python_version.split(".")[:2]
+    return f"cp{major}{minor}-{platform}"
 
 
 def _marker_module():
@@ -108,58 +131,106 @@ def pip(*args: str) -> None:
         sys.exit(result.returncode)
 
 
+def fetch_for(wheel_dir: Path, python_version: str, platform: str, names: list[str]) -> None:
+    """Download the binary wheels `names` need for one target Python into wheel_dir, then what
+    markers of that exact Python version add (see target_only_requirements)."""
+    tag = "".join(python_version.split(".")[:2])
+    download = [
+        "download", "--dest", str(wheel_dir), "--find-links", str(wheel_dir), "--only-binary=:all:",
+        "--python-version", python_version, "--implementation", "cp", "--abi", f"cp{tag}",
+        "--abi", "abi3", "--abi", "none", "--platform", platform, "--platform", "any",
+    ]
+    if names:
+        pip(*download, *names)
+    fetched: set[str] = set()
+    for _ in range(3):
+        extra = target_only_requirements(wheel_dir, python_version) - fetched
+        if not extra:
+            break
+        fetched |= extra
+        pip(*download, *sorted(extra))
+
+
+def build_wheelhouse(out: Path, sources: list[Path], requirements: list[str], python_version: str, platform: str) -> None:
+    """A complete wheelhouse for one target at `out`, built in a temporary directory and renamed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        if sources:
+            pip("wheel", "--no-deps", "--wheel-dir", str(tmp), *map(str, sources))
+        names = sorted({w.name.split("-")[0].replace("_", "-") for w in tmp.glob("*.whl")})
+        fetch_for(tmp, python_version, platform, names + requirements)
+        seal(tmp, [python_version])
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def top_up(out: Path, python_version: str, platform: str) -> bool:
+    """Add what a Python micro version not seen yet needs to an existing wheelhouse. True if it
+    had to (the archive is then rewritten)."""
+    pythons = covered_pythons(out)
+    if python_version in pythons:
+        return False
+    before = set(read_wheels(out))
+    fetch_for(out, python_version, platform, [])
+    seal(out, pythons + [python_version])
+    if set(read_wheels(out)) != before:
+        out.with_name(out.name + ".tar").unlink(missing_ok=True)
+    return True
+
+
+def seal(wheel_dir: Path, pythons: list[str]) -> None:
+    (wheel_dir / ".pythons").write_text("\n".join(sorted(set(pythons))) + "\n")
+    wheels = sorted(w.name for w in wheel_dir.glob("*.whl"))
+    (wheel_dir / ".complete").write_text("\n".join(wheels) + "\n")
+
+
+def read_wheels(wheel_dir: Path) -> list[str]:
+    return (wheel_dir / ".complete").read_text().split()
+
+
+def covered_pythons(wheel_dir: Path) -> list[str]:
+    marker = wheel_dir / ".pythons"
+    return marker.read_text().split() if marker.is_file() else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", required=True, type=Path, help="Controller directory holding one wheelhouse per release")
+    parser.add_argument("--cache", required=True, type=Path, help="Controller directory holding the wheelhouses of each release")
     parser.add_argument("--source", action="append", default=[], type=Path, help="Local package source tree (repeat)")
     parser.add_argument("--requirement", action="append", default=[], help="Extra requirement spec from the index (repeat)")
-    parser.add_argument("--python-version", required=True, help="Target Python version, e.g. 3.11.2 (the micro version matters for markers)")
-    parser.add_argument("--platform", required=True, help="Target wheel platform, e.g. manylinux_2_28_x86_64")
+    parser.add_argument(
+        "--target", action="append", default=[], type=parse_target, required=True,
+        help="Target interpreter PYTHON_VERSION:PLATFORM, e.g. 3.11.2:manylinux_2_28_x86_64 (repeat; the micro version matters for markers)",
+    )
     args = parser.parse_args()
 
     sources = [s.resolve() for s in args.source]
     for source in sources:
         if not (source / "pyproject.toml").is_file() and not (source / "setup.py").is_file():
             sys.exit(f"{source} is not a Python package source tree (no pyproject.toml or setup.py)")
-    release = release_key(sources, args.requirement, args.python_version, args.platform)
-    out = args.cache / release
+    release = release_key(sources, args.requirement)
     changed = False
-    if not (out / ".complete").is_file():
-        args.cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{release}-", dir=args.cache))
-        try:
-            if sources:
-                pip("wheel", "--no-deps", "--wheel-dir", str(tmp), *map(str, sources))
-            names = sorted({w.name.split("-")[0].replace("_", "-") for w in tmp.glob("*.whl")})
-            tag = "".join(args.python_version.split(".")[:2])
-            download = [
-                "download", "--dest", str(tmp), "--find-links", str(tmp), "--only-binary=:all:",
-                "--python-version", args.python_version, "--implementation", "cp", "--abi", f"cp{tag}",
-                "--abi", "abi3", "--abi", "none", "--platform", args.platform, "--platform", "any",
-            ]
-            pip(*download, *names, *args.requirement)
-            fetched: set[str] = set()
-            for _ in range(3):
-                extra = target_only_requirements(tmp, args.python_version) - fetched
-                if not extra:
-                    break
-                fetched |= extra
-                pip(*download, *sorted(extra))
-            wheels = sorted(w.name for w in tmp.glob("*.whl"))
-            (tmp / ".complete").write_text("\n".join(wheels) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
+    houses: dict[str, dict] = {}
+    for python_version, platform in sorted(set(args.target)):
+        tag = wheelhouse_tag(python_version, platform)
+        out = args.cache / release / tag
+        if not (out / ".complete").is_file():
+            build_wheelhouse(out, sources, args.requirement, python_version, platform)
             changed = True
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    wheels = (out / ".complete").read_text().split()
-    archive = write_archive(out, wheels)
-    print(json.dumps({"release": release, "path": str(out), "archive": str(archive), "changed": changed, "wheels": wheels}))
+        elif top_up(out, python_version, platform):
+            changed = True
+        wheels = read_wheels(out)
+        houses[tag] = {"path": str(out), "archive": str(write_archive(out, wheels)), "wheels": wheels,
+                       "pythons": covered_pythons(out)}
+    print(json.dumps({"release": release, "changed": changed, "wheelhouses": houses}))
 
 
 def write_archive(wheelhouse: Path, wheels: list[str]) -> Path:
-    """<release>.tar beside the wheelhouse: one file to ship instead of one per wheel.
+    """<tag>.tar beside the wheelhouse: one file to ship instead of one per wheel.
 
     Written once (to a temporary name, then renamed), root-owned 0644 members, sorted."""
     archive = wheelhouse.with_name(wheelhouse.name + ".tar")
