@@ -14,7 +14,7 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-worker test-rules test-molecule test-multihost test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-check-fresh test-worker test-rules test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
@@ -23,7 +23,7 @@ help:
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
 	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (roles/monitoring/files/)"
-	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-molecule / test-multihost   single test stages"
+	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -71,6 +71,11 @@ test-roles: setup
 test-preflight: setup
 	bash tests/preflight_cases.sh
 
+# deploy.yml --check --diff on a fresh Debian 13 and Debian 12 host: completes, lists the
+# changes, changes nothing (a converged host's check run is part of test-molecule).
+test-check-fresh: setup engine
+	bash tests/check_fresh.sh
+
 test-molecule: setup engine
 	@for s in $(MOLECULE_SCENARIOS); do bash scripts/molecule-test.sh "$$s"; done
 
@@ -80,6 +85,6 @@ test-multihost: setup engine
 	bash scripts/molecule-test.sh multihost
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-rules test-guard test-roles test-preflight test-molecule test-multihost
-	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-molecule and test-multihost all passed"
-	@echo "stages: 8 passed, 0 failed"
+test: setup lint test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-molecule test-multihost
+	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-molecule and test-multihost all passed"
+	@echo "stages: 9 passed, 0 failed"

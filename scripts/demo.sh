@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-NAME=queuefleet-demo
+NAME="${QUEUEFLEET_DEMO_NAME:-queuefleet-demo}"
 IMAGE="${QUEUEFLEET_BASE_IMAGE:-queuefleet/debian-systemd:trixie}"
 LOG="$ROOT/.state/demo-deploy.log"
 export PATH="$ROOT/.venv/bin:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1

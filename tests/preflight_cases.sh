@@ -49,6 +49,7 @@ CASES=(
   "buffer pool not a size|{\"mysql_innodb_buffer_pool_size\": \"2 gigs\"}|mysql_innodb_buffer_pool_size \"2 gigs\" is not a size"
   "unsupported OS release|{\"preflight_supported_os\": {\"Debian\": [\"11\"]}}|is not one of Debian 11"
   "Python too old on a worker host|{\"preflight_min_python\": \"3.99\"}|needs Python 3.99 or newer, and /usr/bin/python3 is 3."
+  "Redis too old on a Redis host|{\"preflight_min_redis\": \"99.0\"}|is installed, and the worker needs Redis 99.0 or newer"
   "no Python on a worker host|{\"queue_worker_python\": \"/nonexistent/python3\"}|/nonexistent/python3 is missing"
   "does not fit in memory|$(pool '{"name": "huge", "numprocs": 19, "memory": 4000000}')|19 processes, about"
 )
@@ -105,6 +106,24 @@ for case in "${CASES[@]}"; do
   IFS='|' read -r name vars pattern <<<"$case"
   run_case local "$name" "$vars" "$pattern"
 done
+
+# Two worker hosts on the default SQLite database: refused on both (each would keep its own
+# failed jobs); the same two hosts with one shared database URL pass.
+two_workers="$(mktemp --suffix=.yml)"; trap 'rm -f "$two_workers"' EXIT
+printf 'workers:\n  hosts:\n    target2:\n' >"$two_workers"
+out="$(ansible-playbook -i tests/preflight-inventory.yml -i "$two_workers" playbooks/preflight.yml 2>&1)"; rc=$?
+if [ "$rc" -ne 0 ] && grep -qF '2 worker hosts (target, target2) would each keep their own SQLite failed-jobs file' <<<"$out" \
+   && ! grep -q '^changed:' <<<"$out"; then
+  passed=$((passed + 1)); echo "PASSED  [local] SQLite on two worker hosts is refused"
+else
+  failed=$((failed + 1)); echo "FAILED  [local] SQLite on two worker hosts should be refused (rc=$rc)"; echo "$out" | tail -n 20
+fi
+if out="$(ansible-playbook -i tests/preflight-inventory.yml -i "$two_workers" playbooks/preflight.yml \
+          -e queue_worker_database_url=mysql+pymysql://app:secret@db/queuefleet 2>&1)"; then
+  passed=$((passed + 1)); echo "PASSED  [local] two worker hosts sharing one database pass"
+else
+  failed=$((failed + 1)); echo "FAILED  [local] two worker hosts sharing one database should pass"; echo "$out" | tail -n 20
+fi
 
 if $DEMO; then
   if [ "$(docker inspect -f '{{.State.Running}}' queuefleet-demo 2>/dev/null)" != true ]; then

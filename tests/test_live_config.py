@@ -10,9 +10,10 @@ import pytest
 ROLES = Path(__file__).resolve().parents[1] / "roles"
 
 
-def load_filter(role: str, name: str):
-    """The filter function `name` of roles/<role>/filter_plugins/<role>_live_config.py."""
-    spec = importlib.util.spec_from_file_location(f"{role}_live_config", ROLES / role / "filter_plugins" / f"{role}_live_config.py")
+def load_filter(role: str, name: str, plugin: str = ""):
+    """The filter function `name` of roles/<role>/filter_plugins/<plugin> (default <role>_live_config.py)."""
+    plugin = plugin or f"{role}_live_config.py"
+    spec = importlib.util.spec_from_file_location(plugin[:-3], ROLES / role / "filter_plugins" / plugin)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, name)
@@ -88,3 +89,42 @@ def test_mysql_other_settings_and_other_sections(mysql_changes):
     # [client] is not the server's; innodb_buffer_pool_size is not live here; a removed flag restarts.
     assert mysql_changes(CNF, new, ["max_connections", "wait_timeout", "innodb_buffer_pool_size"]) == {
         "live": {}, "restart": ["innodb_buffer_pool_size", "skip_name_resolve"]}
+
+
+SUPERVISORD_CONF = """; Ansible managed
+
+[unix_http_server]
+file=/run/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile=/var/log/supervisor/supervisord.log
+logfile_maxbytes=0
+loglevel=info
+
+[include]
+files = /etc/supervisor/conf.d/*.conf
+"""
+DEFERRED = ["supervisord.loglevel", "supervisord.logfile_maxbytes"]
+
+
+@pytest.fixture(scope="module")
+def supervisord_changes():
+    return load_filter("supervisor", "supervisord_conf_changes", "supervisor_conf_changes.py")
+
+
+def test_supervisord_log_settings_wait_for_the_next_restart(supervisord_changes):
+    new = SUPERVISORD_CONF.replace("loglevel=info", "loglevel=debug").replace("logfile_maxbytes=0", "logfile_maxbytes=50MB")
+    assert supervisord_changes(SUPERVISORD_CONF, new, DEFERRED) == {
+        "deferred": ["supervisord.logfile_maxbytes", "supervisord.loglevel"], "restart": []}
+    assert supervisord_changes(SUPERVISORD_CONF, SUPERVISORD_CONF.replace("; Ansible managed", "; other header"), DEFERRED) == {
+        "deferred": [], "restart": []}
+
+
+def test_supervisord_other_settings_restart_it(supervisord_changes):
+    new = SUPERVISORD_CONF.replace("loglevel=info", "loglevel=debug").replace("chmod=0700", "chmod=0770")
+    assert supervisord_changes(SUPERVISORD_CONF, new, DEFERRED) == {
+        "deferred": ["supervisord.loglevel"], "restart": ["unix_http_server.chmod"]}
+    added = SUPERVISORD_CONF + "\n[inet_http_server]\nport=127.0.0.1:9001\n"
+    assert supervisord_changes(SUPERVISORD_CONF, added, DEFERRED)["restart"] == ["inet_http_server.port"]
+    assert supervisord_changes("", SUPERVISORD_CONF, DEFERRED) == {"deferred": [], "restart": ["(new file)"]}

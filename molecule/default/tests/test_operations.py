@@ -247,3 +247,38 @@ def test_10_mariadb_takes_live_options_without_a_restart(host):
     assert wait_timeout() == str(int(converged) // 2)
     play("playbooks/mysql.yml")  # back to the converged settings, live again
     assert wait_timeout() == converged and pid() == before
+
+
+def supervisord_pid(host) -> str:
+    return host.check_output("supervisorctl pid")
+
+
+def test_11_loglevel_waits_for_supervisord_and_a_pool_user_is_created(host):
+    """A supervisord log-level change leaves supervisord and every worker running (a restart
+    would stop them all at once); the checks say it is pending until supervisord restarts. A
+    pool with its own user: the user is created in the worker group and its processes run."""
+    before = supervisord_pid(host)
+    workers_before = host.check_output("pgrep -u queuefleet -f 'queue .*work' | sort")
+    pools = BASE_POOLS + [{"name": "owned", "queues": ["owned"], "numprocs": 1, "user": "qfowned"}]
+    out = play("playbooks/workers.yml", supervisor_loglevel="debug", queue_worker_pools=pools)
+    assert "supervisord.loglevel changed; supervisord keeps running" in out, out[-3000:]
+    assert "supervisord restarts for" not in out
+    assert supervisord_pid(host) == before, "supervisord restarted for its log level"
+    assert host.check_output("pgrep -u queuefleet -f 'queue .*work' | sort") == workers_before
+    assert "loglevel=debug" in host.check_output("grep ^loglevel /etc/supervisor/supervisord.conf")
+
+    assert "queuefleet" in host.check_output("id -nG qfowned").split()
+    assert host.check_output("getent passwd qfowned").endswith(":/usr/sbin/nologin")
+    status = host.check_output("supervisorctl status | grep '^queuefleet-owned-'")
+    assert "RUNNING" in status, status
+    pid = re.search(r"pid (\d+)", status).group(1)
+    assert host.check_output(f"ps -o user= -p {pid}") == "qfowned"
+
+    out = play("playbooks/check.yml")
+    assert "changed after supervisord started: the change waits for its next restart" in out, out[-3000:]
+
+    play("playbooks/workers.yml")  # back to the inventory: the owned pool drains, loglevel info
+    assert "loglevel=info" in host.check_output("grep ^loglevel /etc/supervisor/supervisord.conf")
+    host.run_expect([0], "systemctl restart supervisor")  # the quiet-time restart an operator would do
+    out = play("playbooks/check.yml")
+    assert "post-deploy checks passed" in out and "changed after supervisord started" not in out, out[-3000:]
