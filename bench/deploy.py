@@ -120,6 +120,16 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
+def target(project: Path) -> str:
+    """The demo container's OS release and the connection the demo inventory uses."""
+    release = sh("docker", "exec", "queuefleet-demo", "cat", "/etc/debian_version", check=False).stdout.strip() or "?"
+    import yaml
+
+    hosts = yaml.safe_load((project / "inventories/demo/hosts.yml").read_text())
+    connection = hosts["all"]["children"]["demo"]["hosts"]["queuefleet-demo"].get("ansible_connection", "ssh")
+    return f"Debian {release}, connection {connection}"
+
+
 def commit(project: Path) -> str:
     out = sh("git", "-C", str(project), "rev-parse", "--short", "HEAD", check=False).stdout.strip() or "?"
     dirty = sh("git", "-C", str(project), "status", "--porcelain", "--untracked-files=no", check=False).stdout.strip()
@@ -171,7 +181,7 @@ def main() -> None:
     ops.append(run_playbook(project, "playbooks/rollback.yml", "rollback", {"queue_worker_pools": pools}))
 
     header = (f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, playbooks of commit {commit(project)}, "
-              f"machine: {machine()}. The demo container (docker connection, Debian 12).")
+              f"machine: {machine()}. The demo container ({target(project)}).")
     report = "\n".join([header, "", table(ops), "", *[f"- {line}" for line in verdicts(ops)]])
     print(report)
     if not args.no_results:

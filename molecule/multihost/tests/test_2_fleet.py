@@ -43,6 +43,22 @@ def test_status_on_either_host_shows_the_workers_of_both(worker):
     assert hosts == sorted(h for h in WORKERS for _ in range(PROCS_PER_HOST)), hosts
 
 
+def test_a_mixed_fleet_runs_one_release_on_two_pythons():
+    """worker1 is Debian 12 (Python 3.11), worker2 Debian 13 (3.13): each installed the release from
+    the wheelhouse of its own interpreter, and both run, and report, the same release."""
+    w1, w2 = WORKERS
+    assert sh(w1, "cat /etc/debian_version").stdout.startswith("12."), "worker1 should be Debian 12"
+    assert sh(w2, "cat /etc/debian_version").stdout.startswith("13."), "worker2 should be Debian 13"
+    version = "/opt/queuefleet/current/bin/python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+    assert sh(w1, version).stdout.strip() == "3.11"
+    assert sh(w2, version).stdout.strip() == "3.13"
+    sqlalchemy = "ls /opt/queuefleet/current/lib/python3.*/site-packages/sqlalchemy/cyextension/ | grep -c cpython-3"
+    assert int(sh(w1, sqlalchemy).stdout) > 0 and int(sh(w2, sqlalchemy).stdout) > 0, "compiled wheels for each ABI"
+    assert release_of(w1) == release_of(w2)
+    reported = {w["release"] for w in status(w1)["workers"]}
+    assert reported == {release_of(w1)}, reported
+
+
 def processed_by_host() -> dict[str, int]:
     totals = dict.fromkeys(WORKERS, 0)
     for w in status(W1)["workers"]:
