@@ -282,3 +282,22 @@ def test_11_loglevel_waits_for_supervisord_and_a_pool_user_is_created(host):
     host.run_expect([0], "systemctl restart supervisor")  # the quiet-time restart an operator would do
     out = play("playbooks/check.yml")
     assert "post-deploy checks passed" in out and "changed after supervisord started" not in out, out[-3000:]
+
+
+def test_12_the_default_failed_jobs_database_works_on_one_host(host):
+    """The role's default queue_worker_database_url (SQLite in shared/data) as a user who sets no
+    database gets it: the table is created, and a failed job lands in it, written by the worker."""
+    default = yaml.safe_load((PROJECT / "roles/queue_worker/defaults/main.yml").read_text())["queue_worker_database_url"]
+    assert default.startswith("sqlite:///"), default
+    db = "/opt/queuefleet/shared/data/failed_jobs.sqlite3"
+    try:
+        out = play("playbooks/workers.yml", queue_worker_database_url=default)
+        assert "Create the failed_jobs table" in out
+        assert host.file(db).exists and host.file(db).user == "queuefleet", "migrate creates it as the worker user"
+        job = host.check_output(f"{QUEUE} push queuefleet_demo.jobs:fail --queue default --tries 1 --data '{{\"id\": \"sqlite-default\"}}'")
+        found = host.run(f"for i in $(seq 60); do {QUEUE} failed --json | grep -q sqlite-default && break; sleep 0.5; done;"
+                         f" {QUEUE} failed --json")
+        failed = json.loads(found.stdout)
+        assert any("sqlite-default" in json.dumps(row) for row in failed), (job, failed)
+    finally:
+        play("playbooks/workers.yml")  # back to the inventory's MariaDB
