@@ -14,6 +14,9 @@ the host otherwise:
 7. with queue_worker_auto_rollback a failed check puts the fleet back on the previous release;
 9. Redis takes a maxmemory change live (CONFIG SET, same PID) and restarts for a save rule;
 10. MariaDB takes a wait_timeout change live (SET GLOBAL, same PID);
+11. a supervisord log-level change waits for its next restart (same PIDs, a warning until then),
+    and a pool with its own user gets that user, in the worker group;
+12. the role's default failed-jobs database (SQLite) works on one host;
 and the converged state is restored at the end (the check-mode run that follows
 must see nothing to change).
 
