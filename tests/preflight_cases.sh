@@ -51,6 +51,7 @@ CASES=(
   "Python too old on a worker host|{\"preflight_min_python\": \"3.99\"}|needs Python 3.99 or newer, and /usr/bin/python3 is 3."
   "Redis too old on a Redis host|{\"preflight_min_redis\": \"99.0\"}|is installed, and the worker needs Redis 99.0 or newer"
   "no Python on a worker host|{\"queue_worker_python\": \"/nonexistent/python3\"}|/nonexistent/python3 is missing"
+  "a role whose argument specs cannot be found|{\"preflight_role_groups\": {\"redis\": [\"redis\", \"no_such_role\"]}}|cannot find meta/argument_specs.yml of role no_such_role"
   "does not fit in memory|$(pool '{"name": "huge", "numprocs": 19, "memory": 4000000}')|19 processes, about"
 )
 
