@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run one molecule scenario end to end:
-#   molecule test (destroy, syntax, create, converge, idempotence, verify)
-#   then `converge -- --check --diff` on the converged host, which must report
+#   destroy, syntax, create, converge, idempotence, verify (molecule's test sequence, step
+#   by step), then `converge -- --check --diff` on the converged host, which must report
 #   changed=0, and finally destroy (also on failure).
+# The idempotence and check-mode runs turn off the converged-role skip
+# (QUEUEFLEET_CONVERGED_SKIP=false): every task of every role runs and must change nothing,
+# instead of the roles ending early on a host they just converged.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,12 +17,16 @@ export PATH="$ROOT/.venv/bin:$PATH" PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
 cleanup() { molecule destroy -s "$SCENARIO" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== molecule test -s $SCENARIO (converge, idempotence, verify)"
+echo "== molecule -s $SCENARIO: syntax, create, converge, idempotence (every task), verify"
 molecule destroy -s "$SCENARIO" >/dev/null 2>&1 || true
-molecule test -s "$SCENARIO" --destroy never
+molecule syntax -s "$SCENARIO"
+molecule create -s "$SCENARIO"
+molecule converge -s "$SCENARIO"
+QUEUEFLEET_CONVERGED_SKIP=false molecule idempotence -s "$SCENARIO"
+molecule verify -s "$SCENARIO"
 
 echo "== check mode on the converged host: ansible-playbook --check --diff must change nothing"
-molecule converge -s "$SCENARIO" -- --check --diff >"$LOG" 2>&1 || { cat "$LOG"; exit 1; }
+QUEUEFLEET_CONVERGED_SKIP=false molecule converge -s "$SCENARIO" -- --check --diff >"$LOG" 2>&1 || { cat "$LOG"; exit 1; }
 recaps="$(grep -A1 '^PLAY RECAP' "$LOG" | grep -E 'ok=[0-9]+' || true)"
 echo "$recaps"
 if [ -z "$recaps" ] || echo "$recaps" | grep -Eq 'changed=[1-9]|failed=[1-9]|unreachable=[1-9]'; then

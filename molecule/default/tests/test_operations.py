@@ -17,6 +17,8 @@ the host otherwise:
 11. a supervisord log-level change waits for its next restart (same PIDs, a warning until then),
     and a pool with its own user gets that user, in the worker group;
 12. the role's default failed-jobs database (SQLite) works on one host;
+13. a re-deploy skips the roles whose last full run still holds, and a hand-made change in any
+    of them makes that role run in full and repair it (fleet_state, issue 10);
 and the converged state is restored at the end (the check-mode run that follows
 must see nothing to change).
 
@@ -59,13 +61,14 @@ BASE_POOLS = base_pools()
 BASE = {"queuefleet_environments": [LIMIT], "queue_worker_pools": BASE_POOLS}
 
 
-def play(playbook: str, expect_rc: int | None = 0, **extra) -> str:
-    """Run a playbook against the host with extra vars; returns stdout."""
+def play(playbook: str, expect_rc: int | None = 0, *, verbose: bool = False, **extra) -> str:
+    """Run a playbook against the host with extra vars; returns stdout (-v: with task results)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({**BASE, **extra}, f)
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
-    result = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", LIMIT, "-e", f"@{f.name}"],
+    result = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", LIMIT, "-e", f"@{f.name}"]
+                            + (["-v"] if verbose else []),
                             capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900)
     os.unlink(f.name)
     if expect_rc is not None:
@@ -310,3 +313,41 @@ def test_12_the_default_failed_jobs_database_works_on_one_host(host):
         assert any("sqlite-default" in json.dumps(row) for row in failed), (job, failed)
     finally:
         play("playbooks/workers.yml")  # back to the inventory's MariaDB
+
+
+SKIPPING_ROLES = ("redis", "mysql", "supervisor", "queue_worker", "logrotate")
+
+
+def skipped_roles(out: str) -> set[str]:
+    return {role for role in SKIPPING_ROLES if re.search(rf"{role}: inputs and host state \(\d+ items\) unchanged", out)}
+
+
+def test_13_unchanged_roles_are_skipped_and_drift_in_each_is_repaired(host):
+    """A re-deploy skips every role whose last full run still holds (issue 10's no-op deploy);
+    a change made by hand behind the deploy's back, in any of them, makes that role run in full
+    and repair it, and only that role."""
+    play("deploy.yml")
+    out = flat(play("deploy.yml", verbose=True))
+    assert changed(out) == 0 and skipped_roles(out) == set(SKIPPING_ROLES), out[-4000:]
+
+    conf = "/etc/redis/redis.conf"
+    host.run_expect([0], f"sed -i 's/^appendfsync .*/appendfsync always/' {conf}")
+    host.run_expect([0], "mysql -e 'DROP USER queuefleet@127.0.0.1'")
+    host.run_expect([0], f"rm {SLOW_CONF} && supervisorctl update")
+    host.run_expect([0], "systemctl stop logrotate.timer")
+    out = flat(play("deploy.yml", verbose=True))
+    assert f"redis: host state differs from the full run of" in out and f"(file {conf})" in out, out[-4000:]
+    assert "mysql: host state differs" in out and "(command accounts)" in out
+    assert f"queue_worker: host state differs" in out and f"file {SLOW_CONF}" in out
+    assert "logrotate: host state differs" in out and "(service logrotate.timer)" in out
+    assert skipped_roles(out) == {"supervisor"}, "only the roles that drifted ran in full"
+    assert host.check_output(f"grep ^appendfsync {conf}") == "appendfsync everysec"
+    assert host.check_output("mysql -NBe \"SELECT COUNT(*) FROM mysql.user WHERE user = 'queuefleet'\"") == "1"
+    assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"]
+    assert host.check_output("systemctl is-active logrotate.timer") == "active"
+    assert "post-deploy checks passed" in out
+
+    out = flat(play("deploy.yml", verbose=True))
+    assert changed(out) == 0 and skipped_roles(out) == set(SKIPPING_ROLES), out[-4000:]
+    out = flat(play("deploy.yml", verbose=True, queuefleet_converged_skip=False))
+    assert changed(out) == 0 and skipped_roles(out) == set(), "queuefleet_converged_skip=false runs every task"
