@@ -61,7 +61,7 @@ test-guard: setup
 # Role conventions (defaults vs argument specs, headers) and each role
 # stopping on bad inventory before anything changes.
 test-roles: setup
-	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py -q
+	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py -q
 	bash tests/role_validation.sh
 	bash tests/prune_release.sh
 

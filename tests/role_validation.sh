@@ -45,13 +45,16 @@ refuses mysql "password" '{"mysql_users": [{"name": "app", "priv": "app.*:ALL"}]
 refuses mysql "mysql_max_connections" '{"mysql_max_connections": "lots"}'
 refuses supervisor "without credentials" '{"supervisor_inet_http_server_enabled": true}'
 refuses supervisor "supervisor_socket_mode" '{"supervisor_socket_mode": "0777"}'
-refuses queue_worker "queue_worker_exporter_listen must be HOST:PORT" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "9818"}'
-refuses queue_worker "map queue names to numbers" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_backlog": {"default": "lots"}}'
-refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818"}'
-refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_exporter_listen": "10.0.0.2:9818", "queue_worker_exporter_allow": ["10.0.0.0/99"]}'
+refuses queue_worker "queue_worker_exporter_listen must be HOST:PORT" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_listen": "9818"}'
+refuses queue_worker "map queue names to numbers" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_backlog": {"default": "lots"}}'
+refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_listen": "10.0.0.2:9818"}'
+refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_listen": "10.0.0.2:9818", "queue_worker_exporter_allow": ["10.0.0.0/99"]}'
 
+# The role and preflight share one pool model (roles/fleet_pools): the same checks, the same words.
+refuses queue_worker "queue_worker_pools is empty: a worker host needs at least one pool" '{"queue_worker_jobs": ["app.jobs"]}'
+refuses queue_worker "pool #1 'p': sleep must be a positive number of seconds" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1, "sleep": 0}]}'
 # The role and preflight share one numprocs limit (queue_worker_max_numprocs): raised, it holds in both.
-refuses queue_worker "numprocs between 1 and 100" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 101}]}'
+refuses queue_worker "numprocs must be between 1 and 100 (got 101)" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 101}]}'
 passes_validation queue_worker '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 80}]}'
 
 echo "$passed passed, $failed failed"

@@ -9,7 +9,9 @@ no service call. That is what makes a no-op deploy cheap; everything else is a f
   documented inputs) as this run resolves them, plus ``inputs`` given to the task, the role's
   own files (tasks, templates, defaults, vars, plugins), this plugin, the ansible-core version
   and the host facts the roles read (OS release, architecture, Python, node name). Hashed on
-  the controller: the host only ever sees the digest.
+  the controller: the host only ever sees the digest. ``role_variables: false`` leaves the
+  argument-spec variables out, for a part of a role that depends on a few of them only (given
+  in ``inputs``).
 * host state: one shell command over the connection, no module upload: the content, mode and
   owner of the files the role manages, the version and status of its packages, whether its
   services are enabled and active, and the output of read-only commands (database accounts,
@@ -49,6 +51,7 @@ ARGUMENT_SPEC = {
     "state": {"type": "str", "default": "check", "choices": ["check", "record"]},
     "enabled": {"type": "bool", "default": True},
     "inputs": {"type": "raw", "default": None},
+    "role_variables": {"type": "bool", "default": True},
     "paths": {"type": "list", "elements": "str", "default": []},
     "globs": {"type": "list", "elements": "str", "default": []},
     "packages": {"type": "list", "elements": "str", "default": []},
@@ -133,7 +136,7 @@ class ActionModule(ActionBase):
         if not name.replace("_", "").replace("-", "").isalnum():
             raise AnsibleActionFail(f"queuefleet_converged: name must be a plain word, got {name!r}")
         marker = f"{MARKER_DIR}/{name}"
-        inputs = self._inputs_digest(args["inputs"], task_vars or {})
+        inputs = self._inputs_digest(args["inputs"], task_vars or {}, args["role_variables"])
         probe = probe_script(args["paths"], args["globs"], args["packages"], args["services"],
                              args["commands"])
         result.update(changed=False, converged=False, inputs=inputs)
@@ -175,12 +178,12 @@ class ActionModule(ActionBase):
                          f"run of {header[3]}: nothing to do")
         return result
 
-    def _inputs_digest(self, inputs, task_vars: dict) -> str:
+    def _inputs_digest(self, inputs, task_vars: dict, role_variables: bool) -> str:
         facts = task_vars.get("ansible_facts", {})
         role = self._task._role
         document = {
             "inputs": inputs,
-            "role_variables": self._role_variables(task_vars),
+            "role_variables": self._role_variables(task_vars) if role_variables else None,
             "facts": {key: facts.get(key) for key in STABLE_FACTS},
             "python": (facts.get("python") or {}).get("version"),
             "role_files": tree_digest(role._role_path) if role else None,
