@@ -11,7 +11,9 @@ the host otherwise:
 4. restoring it brings back those bytes and the pool's processes;
 5. retention keeps the newest config_backup_keep snapshots;
 6. a pool whose canary job cannot run fails the deploy with that pool named;
-7. with queue_worker_auto_rollback a failed check puts the fleet back on the previous release;
+7. with queue_worker_auto_rollback a failed check puts the fleet back on the previous release,
+   and the release hooks run at their points (before_switch, after_switch, after_restart,
+   after_rollback), and never without a release change;
 9. Redis takes a maxmemory change live (CONFIG SET, same PID) and restarts for a save rule;
 10. MariaDB takes a wait_timeout change live (SET GLOBAL, same PID);
 11. a supervisord log-level change waits for its next restart (same PIDs, a warning until then),
@@ -184,16 +186,34 @@ def releases(host) -> set[str]:
     return set(host.check_output("ls /opt/queuefleet/releases").split())
 
 
+HOOKS = {point: str(SCENARIO / "hooks" / "record.yml") for point in ("before_switch", "after_switch", "after_restart", "after_rollback")}
+HOOK_LOG = "/var/log/queuefleet-hooks.log"
+
+
+def hook_lines(host) -> list[str]:
+    return host.run(f"cat {HOOK_LOG} 2>/dev/null").stdout.splitlines()
+
+
 def test_7_auto_rollback_puts_the_fleet_back_on_the_previous_release(host, release2_src):
+    """Also the release hooks (queue_worker_hooks): each point runs once, in order, where it should."""
     release1 = STATE["release1"] = current_release(host)
     STATE["releases"] = releases(host)
-    out = play("deploy.yml", expect_rc=2, queue_worker_auto_rollback=True,
+    hooks_before = hook_lines(host)
+    out = play("deploy.yml", expect_rc=2, queue_worker_auto_rollback=True, queue_worker_hooks=HOOKS,
                queue_worker_app_packages=[{"name": "queuefleet-demo", "src": str(release2_src)}],
                postdeploy_check_canary_jobs={SLOW: "queuefleet_demo.missing:run"})
     assert "post-deploy checks of release" in out and f"rolled back to release {release1}" in out, out[-5000:]
     assert current_release(host) == release1
     workers = json.loads(host.check_output(f"{QUEUE} status --json"))["workers"]
     assert workers and all(w["release"] == release1 for w in workers), workers
+
+    (release2,) = releases(host) - STATE["releases"]
+    assert hook_lines(host)[len(hooks_before):] == [
+        f"before_switch {release2} {release1} installed",   # installed, current not moved yet
+        f"after_switch {release2} {release2} installed",
+        f"after_restart {release2} {release2} installed",
+        f"after_rollback {release1} {release1} installed",
+    ], out[-3000:]
 
 
 def test_8_converged_state_is_back(host):
@@ -207,8 +227,10 @@ def test_8_converged_state_is_back(host):
                         "-a", f"path=/opt/queuefleet/wheelhouse/{extra} state=absent"], check=True, capture_output=True, cwd=PROJECT)
     play("deploy.yml")
     assert current_release(host) == STATE["release1"]
-    out = play("deploy.yml")
+    hooks_before = hook_lines(host)
+    out = play("deploy.yml", queue_worker_hooks=HOOKS)
     assert changed(out) == 0, out[-3000:]
+    assert hook_lines(host) == hooks_before, "no release change, no hook"
 
 
 def redis_pid(host) -> str:
