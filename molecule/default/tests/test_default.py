@@ -146,6 +146,18 @@ def test_supervisor_runs_declared_program(host):
     assert "RUNNING" in out
 
 
+def test_a_program_from_the_site_template_runs_with_its_settings(host):
+    """supervisor_programs' `template:` picks the top-level templates/supervisor/service.conf.j2."""
+    conf = host.file("/etc/supervisor/conf.d/clock.conf")
+    assert "Site template templates/supervisor/service.conf.j2" in conf.content_string
+    assert "stopasgroup=true" in conf.content_string and "stderr_logfile=/var/log/supervisor/clock.err.log" in conf.content_string
+    status = host.run("for i in $(seq 30); do supervisorctl status clock | grep -q RUNNING && break; sleep 0.5; done;"
+                      " supervisorctl status clock")
+    assert "RUNNING" in status.stdout, status.stdout
+    assert "Site template" not in host.file("/etc/supervisor/conf.d/heartbeat.conf").content_string, \
+        "programs without `template:` keep the role's own template"
+
+
 def test_supervisor_update_mechanism_leaves_unchanged_programs_alone(host):
     before = host.check_output("supervisorctl pid heartbeat")
     host.check_output("supervisorctl reread && supervisorctl update")

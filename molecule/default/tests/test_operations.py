@@ -323,8 +323,19 @@ def test_12_the_default_failed_jobs_database_works_on_one_host(host):
     default = yaml.safe_load((PROJECT / "roles/queue_worker/defaults/main.yml").read_text())["queue_worker_database_url"]
     assert default.startswith("sqlite:///"), default
     db = "/opt/queuefleet/shared/data/failed_jobs.sqlite3"
+    # The same deploy also renders the pools from a site copy of the role's program template
+    # (queue_worker_program_template), as an operator who needs one more supervisor setting would.
+    site_template = Path(tempfile.mkdtemp()) / "pool.conf.j2"
+    role_template = (PROJECT / "roles/queue_worker/templates/program.conf.j2").read_text()
+    site_template.write_text(role_template.replace("autorestart=true\n", "autorestart=true\n; site: molecule pool template\n"))
+    assert site_template.read_text() != role_template
     try:
-        out = play("playbooks/workers.yml", queue_worker_database_url=default)
+        out = play("playbooks/workers.yml", queue_worker_database_url=default, queue_worker_program_template=str(site_template))
+        programs = host.check_output(f"cat /etc/supervisor/conf.d/queuefleet-{SLOW}.conf")
+        assert "; site: molecule pool template" in programs, programs
+        status = host.check_output("supervisorctl status")
+        for program in re.findall(r"^\[program:(\S+)\]", programs, re.M):
+            assert re.search(rf"^{re.escape(program)}\s+RUNNING", status, re.M), (program, status)
         assert "Create the failed_jobs table" in out
         assert host.file(db).exists and host.file(db).user == "queuefleet", "migrate creates it as the worker user"
         assert (host.file(db).group, host.file(db).mode) == ("queuefleet", 0o660), "every pool user may write it"
