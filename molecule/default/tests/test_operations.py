@@ -358,27 +358,43 @@ def skipped_roles(out: str) -> set[str]:
 def test_13_unchanged_roles_are_skipped_and_drift_in_each_is_repaired(host):
     """A re-deploy skips every role whose last full run still holds (issue 10's no-op deploy);
     a change made by hand behind the deploy's back, in any of them, makes that role run in full
-    and repair it, and only that role."""
+    and repair it."""
     play("deploy.yml")
     out = flat(play("deploy.yml", verbose=True))
     assert changed(out) == 0 and skipped_roles(out) == set(SKIPPING_ROLES), out[-4000:]
 
     conf = "/etc/redis/redis.conf"
+    exporter = "/etc/supervisor/conf.d/queuefleet_exporter.conf"
+    # A program of supervisor_programs where the inventory has one (molecule), else supervisord.conf.
+    program = "/etc/supervisor/conf.d/heartbeat.conf"
+    supervisor_file = program if host.file(program).exists else "/etc/supervisor/supervisord.conf"
     host.run_expect([0], f"sed -i 's/^appendfsync .*/appendfsync always/' {conf}")
     host.run_expect([0], "mysql -e 'DROP USER queuefleet@127.0.0.1'")
-    host.run_expect([0], f"rm {SLOW_CONF} && supervisorctl update")
+    host.run_expect([0], f"rm {SLOW_CONF} {exporter} && supervisorctl update")
     host.run_expect([0], "systemctl stop logrotate.timer")
+    host.run_expect([0], f"rm {program} && supervisorctl update" if supervisor_file == program else f"chmod 0644 {supervisor_file}")
     out = flat(play("deploy.yml", verbose=True))
     assert f"redis: host state differs from the full run of" in out and f"(file {conf})" in out, out[-4000:]
     assert "mysql: host state differs" in out and "(command accounts)" in out
-    assert f"queue_worker: host state differs" in out and f"file {SLOW_CONF}" in out
+    differs = re.search(r"queue_worker: host state differs from the full run of \S+ \(([^)]*)\)", out)
+    assert differs and {f"file {exporter}", f"file {SLOW_CONF}"} <= set(differs.group(1).split(", ")), out[-4000:]
     assert "logrotate: host state differs" in out and "(service logrotate.timer)" in out
-    assert skipped_roles(out) == {"supervisor"}, "only the roles that drifted ran in full"
+    assert "supervisor: host state differs" in out and f"(file {supervisor_file})" in out
+    assert skipped_roles(out) == set(), "every role that drifted ran in full"
     assert host.check_output(f"grep ^appendfsync {conf}") == "appendfsync everysec"
     assert host.check_output("mysql -NBe \"SELECT COUNT(*) FROM mysql.user WHERE user = 'queuefleet'\"") == "1"
     assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"]
+    assert "RUNNING" in host.check_output("supervisorctl status queuefleet_exporter")
     assert host.check_output("systemctl is-active logrotate.timer") == "active"
+    assert host.file(supervisor_file).exists and host.file(supervisor_file).mode in (0o600, 0o644)
+    if supervisor_file == program:
+        assert "RUNNING" in host.check_output("supervisorctl status heartbeat")
+    else:
+        assert host.file(supervisor_file).mode == 0o600
     assert "post-deploy checks passed" in out
+    for role in SKIPPING_ROLES:  # every path a probe reads is a real one (a Jinja escape once made them literal "\\1")
+        marker = host.file(f"/var/lib/queuefleet/converged/{role}").content_string
+        assert "\\" not in marker, marker
 
     out = flat(play("deploy.yml", verbose=True))
     assert changed(out) == 0 and skipped_roles(out) == set(SKIPPING_ROLES), out[-4000:]
