@@ -67,6 +67,20 @@ def test_every_kind_of_change_shows_and_is_named(tree: Path, change: str):
     assert converged.differences(after, after) == []
 
 
+def test_a_removed_or_created_path_is_named_once_as_a_file(tree: Path):
+    kwargs = {"paths": [str(tree / "conf"), str(tree / "new")]}
+    before = probe(**kwargs)
+    (tree / "conf").unlink()
+    (tree / "new").write_text("x")
+    assert converged.differences(before, probe(**kwargs)) == [f"file {tree}/conf", f"file {tree}/new"]
+
+
+def test_a_package_and_a_service_of_the_same_name_are_two_items():
+    before = ["package supervisor 4.2.5-3 ii", "service supervisor enabled active"]
+    now = ["package supervisor 4.2.5-3 ii", "service supervisor enabled inactive"]
+    assert converged.differences(before, now) == ["service supervisor"]
+
+
 def test_commands_are_compared_by_their_output(tree: Path):
     command = {"accounts": f"cat {tree}/conf"}
     before = probe(commands=command)

@@ -109,14 +109,28 @@ def probe_script(paths: list[str], globs: list[str], packages: list[str], servic
     return "\n".join(lines)
 
 
+PATH_KINDS = ("file", "dir", "link", "absent")
+
+
 def differences(recorded: list[str], current: list[str]) -> list[str]:
-    """What changed between two probes, named by the item (path, package, service, command)."""
-    def keyed(lines: list[str]) -> dict[str, str]:
-        return {" ".join(line.split()[:2]): line for line in lines if line.strip()}
+    """What changed between two probes, each item named once: "file /etc/x.conf" whether it was
+    edited, removed or created, "package redis-server", "service redis-server", "command accounts"."""
+    def keyed(lines: list[str]) -> dict[tuple[str, str], str]:
+        items = {}
+        for line in lines:
+            kind, _, rest = line.partition(" ")
+            if rest:
+                name = rest.split(" ")[0]
+                items[("path" if kind in PATH_KINDS else kind, name)] = line
+        return items
+
+    def label(key: tuple[str, str]) -> str:
+        kinds = [line.split(" ")[0] for line in (now.get(key), before.get(key)) if line]
+        present = [kind for kind in kinds if kind != "absent"]
+        return f"{(present or kinds)[0]} {key[1]}"
 
     before, now = keyed(recorded), keyed(current)
-    changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-    return changed
+    return sorted(label(key) for key in set(before) | set(now) if before.get(key) != now.get(key))
 
 
 class ActionModule(ActionBase):
