@@ -106,3 +106,57 @@ def test_the_archive_holds_every_wheel_root_owned_and_is_written_once(builder, t
     assert builder.write_archive(house, ["a-2.0-py3-none-any.whl"]) == archive
     assert archive.stat().st_mtime_ns == stamp, "an existing archive is reused, not rewritten"
     assert not list(tmp_path.glob(".abc123-*")), "no temporary file is left behind"
+
+
+def test_a_built_artifact_is_a_release_of_its_bytes(builder, tmp_path):
+    """A wheel or sdist stands for its code: the same bytes are the same release, other bytes a
+    new one, and its name (which carries the version) is part of it too."""
+    wheel = tmp_path / "queuefleet-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"one")
+    base = builder.release_key([wheel], [])
+    assert builder.release_key([wheel], []) == base
+    wheel.write_bytes(b"two")
+    assert builder.release_key([wheel], []) != base
+    renamed = tmp_path / "queuefleet-0.2.0-py3-none-any.whl"
+    renamed.write_bytes(b"two")
+    assert builder.release_key([renamed], []) != builder.release_key([wheel], [])
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("missing", "does not exist on the controller"),
+        ("notes.txt", "neither a wheel (.whl) nor an sdist"),
+        ("emptydir", "not a Python package source tree"),
+    ],
+)
+def test_what_is_not_a_package_is_refused_by_name(builder, tmp_path, name, problem):
+    if name == "notes.txt":
+        (tmp_path / name).write_text("x")
+    elif name == "emptydir":
+        (tmp_path / name).mkdir()
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--source", str(tmp_path / name),
+         "--target=3.11.2:manylinux_2_28_x86_64"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert problem in out.stderr and name in out.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_wheel_goes_into_the_wheelhouse_as_built(tmp_path):
+    """The worker as a built wheel (what the collection's users pass) gives a wheelhouse with that
+    very wheel, its version in the name, and the dependencies fetched for the target."""
+    worker = Path(__file__).resolve().parents[1] / "worker"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(worker)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("queuefleet-*.whl")
+    argv = [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--source", str(wheel),
+            "--target=3.11.2:manylinux_2_28_x86_64"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    (house,) = json.loads(out.stdout)["wheelhouses"].values()
+    assert wheel.name in house["wheels"]
+    assert (Path(house["path"]) / wheel.name).read_bytes() == wheel.read_bytes()
+    assert any(w.startswith("redis-") for w in house["wheels"])

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Build, or reuse, the wheelhouses of one release on the controller.
 
-The release id is a hash of the code that goes into it: the source trees of the
-local packages and the extra requirements. The same code therefore always gives
+The release id is a hash of the code that goes into it: the local packages (a
+source tree's files, or a wheel's or sdist's bytes) and the extra requirements. The same code therefore always gives
 the same release id, on any controller and on every host of a fleet, whatever
 Python the hosts run, and a re-run with no code change builds nothing.
 
@@ -62,10 +62,29 @@ def release_key(sources: list[Path], requirements: list[str]) -> str:
         digest.update(f"req={req}\n".encode())
     for source in sources:
         digest.update(f"source={source.name}\n".encode())
+        if source.is_file():  # a built artifact: its bytes are the code
+            digest.update(hashlib.sha256(source.read_bytes()).digest())
+            continue
         for rel, path in source_files(source):
             digest.update(f"file={rel}\n".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:12]
+
+
+ARTIFACT_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+def source_problem(source: Path) -> str | None:
+    """Why `source` cannot go into a release, or None: a package source tree, a wheel or an sdist."""
+    if source.is_dir():
+        if (source / "pyproject.toml").is_file() or (source / "setup.py").is_file():
+            return None
+        return f"{source} is not a Python package source tree (no pyproject.toml or setup.py)"
+    if source.is_file():
+        if source.name.endswith(ARTIFACT_SUFFIXES):
+            return None
+        return f"{source} is neither a wheel (.whl) nor an sdist (.tar.gz, .zip)"
+    return f"{source} does not exist on the controller"
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -200,7 +219,10 @@ def covered_pythons(wheel_dir: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True, type=Path, help="Controller directory holding the wheelhouses of each release")
-    parser.add_argument("--source", action="append", default=[], type=Path, help="Local package source tree (repeat)")
+    parser.add_argument(
+        "--source", action="append", default=[], type=Path,
+        help="Local package: a source tree, a wheel or an sdist (repeat)",
+    )
     parser.add_argument("--requirement", action="append", default=[], help="Extra requirement spec from the index (repeat)")
     parser.add_argument(
         "--target", action="append", default=[], type=parse_target, required=True,
@@ -209,9 +231,9 @@ def main() -> None:
     args = parser.parse_args()
 
     sources = [s.resolve() for s in args.source]
-    for source in sources:
-        if not (source / "pyproject.toml").is_file() and not (source / "setup.py").is_file():
-            sys.exit(f"{source} is not a Python package source tree (no pyproject.toml or setup.py)")
+    problems = [problem for problem in map(source_problem, sources) if problem]
+    if problems:
+        sys.exit("; ".join(problems))
     release = release_key(sources, args.requirement)
     changed = False
     houses: dict[str, dict] = {}
