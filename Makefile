@@ -14,7 +14,7 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-check-fresh test-worker test-rules test-molecule test-multihost test
+.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-check-fresh test-consumer test-worker test-rules test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
@@ -23,7 +23,7 @@ help:
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
 	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (roles/monitoring/files/)"
-	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-molecule / test-multihost   single test stages"
+	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-consumer / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -84,7 +84,13 @@ test-molecule: setup engine
 test-multihost: setup engine
 	bash scripts/molecule-test.sh multihost
 
+# The collection as users get it (issue 12): ansible-galaxy collection build, installed into an
+# empty project, a role alone as its README shows, then the demo deployed from
+# queuefleet.fleet.deploy with the post-deploy checks, and a re-deploy that changes nothing.
+test-consumer: setup engine
+	bash tests/consumer.sh
+
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-molecule test-multihost
-	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-molecule and test-multihost all passed"
-	@echo "stages: 9 passed, 0 failed"
+test: setup lint test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-consumer test-molecule test-multihost
+	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-consumer, test-molecule and test-multihost all passed"
+	@echo "stages: 10 passed, 0 failed"

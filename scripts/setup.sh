@@ -70,6 +70,16 @@ if [ ! -f "$coll_stamp" ]; then
   touch "$coll_stamp"
 fi
 
+# The repository is the collection queuefleet.fleet. ansible-lint and molecule (ansible-compat)
+# build and install it into .ansible/collections/ unless a link to this checkout is already
+# there, and then run that copy: a copy from an earlier run would test stale code. Link it.
+own_link="$ROOT/.ansible/collections/ansible_collections/queuefleet/fleet"
+if [ "$(readlink "$own_link" 2>/dev/null || true)" != "$ROOT" ]; then
+  rm -rf "$own_link"
+  mkdir -p "$(dirname "$own_link")"
+  ln -s "$ROOT" "$own_link"
+fi
+
 # --- promtool (make test-rules) ------------------------------------------------
 # Only the binary from Debian's prometheus package: installing the package would
 # start a Prometheus server. Lives in the venv, so a new venv fetches it again.

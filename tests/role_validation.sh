@@ -50,7 +50,7 @@ refuses queue_worker "map queue names to numbers" '{"queue_worker_jobs": ["app.j
 refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_listen": "10.0.0.2:9818"}'
 refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_exporter_listen": "10.0.0.2:9818", "queue_worker_exporter_allow": ["10.0.0.0/99"]}'
 
-# The role and preflight share one pool model (roles/fleet_pools): the same checks, the same words.
+# The role and preflight share one pool model (the queuefleet.fleet.pools filter): the same checks, the same words.
 # The worker package must be a wheel, an sdist or a source tree: anything else is named.
 refuses queue_worker "pyproject.toml is neither a wheel (.whl) nor an sdist" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_package_src": "'"$ROOT"'/worker/pyproject.toml"}'
 refuses queue_worker "queue_worker_pools is empty: a worker host needs at least one pool" '{"queue_worker_jobs": ["app.jobs"]}'

@@ -1,4 +1,4 @@
-"""The fleet_state role's queuefleet_converged action: its host probe and its comparisons.
+"""The queuefleet.fleet.converged action (plugins/action/converged.py): its host probe and its comparisons.
 
 The probe is a POSIX shell script; these tests run it with the real shell and coreutils on
 real files (the molecule scenario runs it through Ansible on a real host: test_operations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[1] / "roles/fleet_state/action_plugins/queuefleet_converged.py"
+PLUGIN = Path(__file__).resolve().parents[1] / "plugins/action/converged.py"
 spec = importlib.util.spec_from_file_location("queuefleet_converged", PLUGIN)
 converged = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(converged)

@@ -1,4 +1,4 @@
-"""The redis and mysql roles' filter plugins: which config changes go live and which restart."""
+"""The redis, mysql and supervisor roles' filter plugins (plugins/filter/): which config changes go live and which restart."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-ROLES = Path(__file__).resolve().parents[1] / "roles"
+FILTERS = Path(__file__).resolve().parents[1] / "plugins" / "filter"
 
 
 def load_filter(role: str, name: str, plugin: str = ""):
-    """The filter function `name` of roles/<role>/filter_plugins/<plugin> (default <role>_live_config.py)."""
+    """The filter function `name` of plugins/filter/<plugin> (default <role>_live_config.py)."""
     plugin = plugin or f"{role}_live_config.py"
-    spec = importlib.util.spec_from_file_location(plugin[:-3], ROLES / role / "filter_plugins" / plugin)
+    spec = importlib.util.spec_from_file_location(plugin[:-3], FILTERS / plugin)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, name)

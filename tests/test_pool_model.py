@@ -1,4 +1,4 @@
-"""The pool model (roles/fleet_pools, filter queuefleet_pools): one merge and one set of checks
+"""The pool model (the queuefleet.fleet.pools filter, plugins/filter/pools.py): one merge and one set of checks
 for preflight and the queue_worker role (issue 12).
 
 The merge must stay the shallow "defaults, then the worker user, then the pool" it replaced,
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("pool_model", ROOT / "roles/fleet_pools/filter_plugins/pool_model.py")
+spec = importlib.util.spec_from_file_location("pool_model", ROOT / "plugins/filter/pools.py")
 model = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model)
 

@@ -1,4 +1,4 @@
-"""The supervisor role's handler module (queuefleet_supervisor_apply) against a real supervisord.
+"""The supervisor role's handler module (queuefleet.fleet.supervisor_apply) against a real supervisord.
 
 Pool processes are programs named <pool>-<generation>_<NN> (roles/queue_worker). The
 module must start only what was added when a pool grows, start a new generation before
@@ -19,7 +19,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
-LIBRARY = ROOT / "roles" / "supervisor" / "library"
 
 # A worker stand-in: runs until TERM, then takes `drain` seconds to finish its "job".
 WORKER = "/bin/sh -c 'trap \"sleep {drain}; exit 0\" TERM; while :; do sleep 0.1; done'"
@@ -81,9 +80,9 @@ files = {self.confd}/*.conf
 
     def apply(self, expect_rc: int = 0) -> dict:
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-               "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+               "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
         result = subprocess.run(
-            [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-M", str(LIBRARY), "-m", "queuefleet_supervisor_apply",
+            [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "queuefleet.fleet.supervisor_apply",
              "-a", f"config={self.conf} start_timeout=15 drain_log={self.tmp}/drain.log"],
             capture_output=True, text=True, env=env, check=False, timeout=120)
         assert result.returncode == expect_rc, result.stdout[-3000:] + result.stderr[-2000:]
@@ -143,7 +142,11 @@ def test_a_new_generation_runs_before_the_old_one_drains_in_the_background(super
         assert time.monotonic() < deadline, supervisord.status()
         time.sleep(0.3)
     assert "qf-mail-aaaaaa" not in supervisord.ctl("avail").stdout
-    assert re.search(r"drained: qf-mail-aaaaaa_00 qf-mail-aaaaaa_01", (supervisord.tmp / "drain.log").read_text())
+    # The background drain logs its end just after the last `remove`: wait for that line too.
+    drain_log = supervisord.tmp / "drain.log"
+    while not re.search(r"drained: qf-mail-aaaaaa_00 qf-mail-aaaaaa_01", drain_log.read_text()):
+        assert time.monotonic() < deadline, drain_log.read_text()
+        time.sleep(0.3)
 
 
 def test_a_generation_that_cannot_start_leaves_the_old_one_running(supervisord):

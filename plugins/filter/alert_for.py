@@ -14,7 +14,7 @@ def queuefleet_alert_for(rules: dict[str, Any], overrides: dict[str, str]) -> di
     An alert name that is not in the rules is an error: a typo must not leave an alert
     waiting for its shipped duration while the inventory says otherwise."""
     if not isinstance(rules, dict) or not isinstance(rules.get("groups"), list):
-        raise AnsibleFilterError("queuefleet_alert_for: expected a Prometheus rules document with 'groups'")
+        raise AnsibleFilterError("queuefleet.fleet.alert_for: expected a Prometheus rules document with 'groups'")
     out = copy.deepcopy(rules)
     seen = set()
     for group in out["groups"]:
@@ -33,4 +33,4 @@ def queuefleet_alert_for(rules: dict[str, Any], overrides: dict[str, str]) -> di
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"queuefleet_alert_for": queuefleet_alert_for}
+        return {"alert_for": queuefleet_alert_for}

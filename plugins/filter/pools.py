@@ -2,9 +2,9 @@
 
 ``queue_worker_pools`` is what the inventory says; every consumer (preflight's field checks and
 memory estimate, the queue_worker role's programs, users and restart expectations) reads the
-result of ``queuefleet_pools`` instead of merging and range-checking the list its own way:
+result of ``queuefleet.fleet.pools`` instead of merging and range-checking the list its own way:
 
-    {{ queue_worker_pools | queuefleet_pools(queue_worker_pool_defaults, queue_worker_user,
+    {{ queue_worker_pools | queuefleet.fleet.pools(queue_worker_pool_defaults, queue_worker_user,
                                              queue_worker_max_numprocs) }}
     -> {"pools": [pool merged over the defaults, ...],   # values as given (no coercion)
         "errors": ["pool #2 'mail': numprocs must be between 1 and 64 (got 0)", ...],
@@ -99,11 +99,11 @@ def queuefleet_pools(pools: Any, defaults: dict | None = None, worker_user: str 
                      max_numprocs: Any = 64) -> dict[str, Any]:
     """Merge every pool over the defaults (and the worker user) and check every field."""
     if defaults is not None and not isinstance(defaults, dict):
-        raise AnsibleFilterError(f"queuefleet_pools: the pool defaults must be a mapping (got {_show(defaults)})")
+        raise AnsibleFilterError(f"queuefleet.fleet.pools: the pool defaults must be a mapping (got {_show(defaults)})")
     try:
         max_numprocs = int(max_numprocs)
     except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"queuefleet_pools: max_numprocs must be a whole number (got {_show(max_numprocs)})") from exc
+        raise AnsibleFilterError(f"queuefleet.fleet.pools: max_numprocs must be a whole number (got {_show(max_numprocs)})") from exc
     base = {**(defaults or {}), "user": worker_user}
     if not isinstance(pools, list):
         return {"pools": [], "processes": 0,
@@ -129,4 +129,4 @@ def queuefleet_pools(pools: Any, defaults: dict | None = None, worker_user: str 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"queuefleet_pools": queuefleet_pools}
+        return {"pools": queuefleet_pools}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: queuefleet_config_backup
+module: config_backup
 short_description: Stage, commit, list and restore snapshots of managed config files
 description:
   - C(stage) tars the files matching O(paths) into a staging area (not a snapshot yet). A staged tarball left

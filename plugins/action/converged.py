@@ -1,4 +1,4 @@
-"""queuefleet_converged: skip a role whose last full run still holds on a host.
+"""queuefleet.fleet.converged: skip a role whose last full run still holds on a host.
 
 A role asks, before it changes anything: "did my last full run on this host have the same
 inputs, and is what it left behind still there, byte for byte?" If both hold, a re-run would
@@ -7,7 +7,8 @@ no service call. That is what makes a no-op deploy cheap; everything else is a f
 
 * inputs: every variable of the role's argument specs (``meta/argument_specs.yml``, its
   documented inputs) as this run resolves them, plus ``inputs`` given to the task, the role's
-  own files (tasks, templates, defaults, vars, plugins), this plugin, the ansible-core version
+  own files (tasks, templates, defaults, vars), the collection's plugins (this one, the filters
+  and modules the roles call), the ansible-core version
   and the host facts the roles read (OS release, architecture, Python, node name). Hashed on
   the controller: the host only ever sees the digest. ``role_variables: false`` leaves the
   argument-spec variables out, for a part of a role that depends on a few of them only (given
@@ -20,7 +21,9 @@ no service call. That is what makes a no-op deploy cheap; everything else is a f
 ``state: check`` compares both with the marker in ``/var/lib/queuefleet/converged/<name>``
 and returns ``converged`` (and, when not, what differs). ``state: record`` writes the marker
 after a full run, once the role's handlers have run; it never counts as a change. Nothing is
-written in check mode. ``enabled: false`` forces a full run (and still records).
+written in check mode. ``enabled: false`` (a role's ``<role>_converged_skip``), or the fleet-wide
+``queuefleet_converged_skip: false`` in the inventory or with ``-e``, forces a full run (and
+still records).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ import yaml
 from ansible import __version__ as ANSIBLE_VERSION
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 MARKER_DIR = "/var/lib/queuefleet/converged"
 FORMAT = "queuefleet-converged v1"
+# The collection's plugins/ (this file's grandparent): the filters and modules the roles call
+# are inputs as much as the roles' own files.
+PLUGINS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE_SEPARATOR = "@@queuefleet-state@@"
 # The host facts a role's templates and OS variables may read; volatile ones (uptime, free
 # memory, addresses that DHCP may change) are left out on purpose.
@@ -144,11 +151,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
-            raise AnsibleActionFail("queuefleet_converged: " + "; ".join(validation.error_messages))
+            raise AnsibleActionFail("queuefleet.fleet.converged: " + "; ".join(validation.error_messages))
         args = validation.validated_parameters
         name = args["name"]
         if not name.replace("_", "").replace("-", "").isalnum():
-            raise AnsibleActionFail(f"queuefleet_converged: name must be a plain word, got {name!r}")
+            raise AnsibleActionFail(f"queuefleet.fleet.converged: name must be a plain word, got {name!r}")
         marker = f"{MARKER_DIR}/{name}"
         inputs = self._inputs_digest(args["inputs"], task_vars or {}, args["role_variables"])
         probe = probe_script(args["paths"], args["globs"], args["packages"], args["services"],
@@ -167,8 +174,10 @@ class ActionModule(ActionBase):
             result["msg"] = f"{name}: recorded this run's inputs and host state"
             return result
 
-        if not args["enabled"]:
-            result["msg"] = f"{name}: converged-role skip disabled, full run"
+        fleet_wide = boolean(self._templar.template((task_vars or {}).get("queuefleet_converged_skip", True)), strict=False)
+        if not (args["enabled"] and fleet_wide):
+            knob = "queuefleet_converged_skip" if not fleet_wide else "the role's converged skip"
+            result["msg"] = f"{name}: {knob} is off, full run"
             return result
         output = self._execute(f"cat {marker} 2>/dev/null; echo {STATE_SEPARATOR}\n{probe}")
         recorded_text, _, current_text = output.partition(STATE_SEPARATOR + "\n")
@@ -201,7 +210,7 @@ class ActionModule(ActionBase):
             "facts": {key: facts.get(key) for key in STABLE_FACTS},
             "python": (facts.get("python") or {}).get("version"),
             "role_files": tree_digest(role._role_path) if role else None,
-            "plugin": tree_digest(os.path.dirname(os.path.abspath(__file__))),
+            "plugins": tree_digest(PLUGINS_DIR),
             "ansible": ANSIBLE_VERSION,
         }
         blob = json.dumps(document, sort_keys=True, default=str).encode()
@@ -224,6 +233,6 @@ class ActionModule(ActionBase):
     def _execute(self, script: str) -> str:
         run = self._low_level_execute_command(script, sudoable=True)
         if run.get("rc", 1) != 0:
-            raise AnsibleActionFail(f"queuefleet_converged: the host state probe failed (rc {run.get('rc')}): "
+            raise AnsibleActionFail(f"queuefleet.fleet.converged: the host state probe failed (rc {run.get('rc')}): "
                                     f"{(run.get('stderr') or run.get('stdout') or '')[-500:]}")
         return run.get("stdout", "")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: queuefleet_supervisor_apply
+module: supervisor_apply
 short_description: Apply supervisor program changes, new programs first, old ones drained in the background
 description:
   - Runs C(supervisorctl reread) and applies the result in an order that never leaves a worker pool without
