@@ -31,7 +31,7 @@ def spec_options(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_role_has_standard_files(role):
-    for rel in ("tasks/main.yml", "meta/main.yml", "meta/argument_specs.yml"):
+    for rel in ("tasks/main.yml", "meta/main.yml", "meta/argument_specs.yml", "README.md"):
         assert (ROLES_DIR / role / rel).exists(), f"{role}: missing {rel}"
 
 
@@ -74,3 +74,44 @@ def test_templates_start_with_ansible_managed(role):
     for template in sorted((ROLES_DIR / role / "templates").glob("*.j2")):
         first = template.read_text().splitlines()[0]
         assert first.startswith("{{ ansible_managed | comment"), f"{role}: {template.name} lacks the header"
+
+
+def readme_example(role):
+    """The example playbook of a role's README.md: its first ```yaml block, parsed."""
+    text = (ROLES_DIR / role / "README.md").read_text()
+    assert "```yaml\n" in text, f"{role}: README.md has no example playbook"
+    return yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def example_uses(plays):
+    """(role, entry point, vars) of every use of a queuefleet.fleet role in a list of plays."""
+    for play in plays:
+        for entry in play.get("roles", []):
+            yield entry["role"], "main", entry.get("vars", {})
+        for task in play.get("tasks", []):
+            include = task.get("ansible.builtin.include_role") or task.get("ansible.builtin.import_role")
+            if include:
+                yield include["name"], include.get("tasks_from", "main"), task.get("vars", {})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_example_uses_the_role_by_its_collection_name_with_its_own_inputs(role):
+    """Each README shows the role used alone: by its FQCN, with variables that its argument specs
+    declare for that entry point, of the declared types (values Ansible would template are only
+    checked to be there). The consumer test runs the redis one for real."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    uses = list(example_uses(readme_example(role)))
+    assert any(name == f"queuefleet.fleet.{role}" for name, _, _ in uses), f"{role}: the example does not use queuefleet.fleet.{role}"
+    for name, entry_point, given in uses:
+        assert name.startswith("queuefleet.fleet."), f"{role}: {name} is not a collection name"
+        used = name.removeprefix("queuefleet.fleet.")
+        spec = load(ROLES_DIR / used / "meta" / "argument_specs.yml")["argument_specs"][entry_point]
+        options = spec.get("options", {})
+        unknown = sorted(set(given) - set(options))
+        assert not unknown, f"{role}: the example gives {used} variables it does not take: {unknown}"
+        literal = {k: v for k, v in given.items() if "{{" not in str(v)}
+        required = {k: o for k, o in options.items() if o.get("required") and k not in given}
+        assert not required, f"{role}: the example leaves out {used}'s required {sorted(required)}"
+        result = ArgumentSpecValidator({k: options[k] for k in literal}).validate(literal)
+        assert not result.error_messages, f"{role}: {result.error_messages}"
