@@ -70,6 +70,8 @@ def test_a_mixed_fleet_gets_one_release_and_a_wheelhouse_per_python(tmp_path):
     assert first["changed"] is True
     houses = first["wheelhouses"]
     assert sorted(houses) == [f"cp311-{platform}", f"cp313-{platform}"]
+    # Each target as given names its wheelhouse: the role looks its host's archive up by it.
+    assert first["targets"] == {f"3.11.9:{platform}": f"cp311-{platform}", f"3.13.5:{platform}": f"cp313-{platform}"}
     for tag, house in houses.items():
         sqlalchemy = [w for w in house["wheels"] if w.startswith("sqlalchemy-")]
         assert len(sqlalchemy) == 1 and f"-{tag[:5]}-{tag[:5]}-" in sqlalchemy[0], (tag, sqlalchemy)

@@ -237,8 +237,10 @@ def main() -> None:
     release = release_key(sources, args.requirement)
     changed = False
     houses: dict[str, dict] = {}
+    targets: dict[str, str] = {}  # each --target as given -> the wheelhouse it installs from
     for python_version, platform in sorted(set(args.target)):
         tag = wheelhouse_tag(python_version, platform)
+        targets[f"{python_version}:{platform}"] = tag
         out = args.cache / release / tag
         if not (out / ".complete").is_file():
             build_wheelhouse(out, sources, args.requirement, python_version, platform)
@@ -248,7 +250,7 @@ def main() -> None:
         wheels = read_wheels(out)
         houses[tag] = {"path": str(out), "archive": str(write_archive(out, wheels)), "wheels": wheels,
                        "pythons": covered_pythons(out)}
-    print(json.dumps({"release": release, "changed": changed, "wheelhouses": houses}))
+    print(json.dumps({"release": release, "changed": changed, "wheelhouses": houses, "targets": targets}))
 
 
 def write_archive(wheelhouse: Path, wheels: list[str]) -> Path:
