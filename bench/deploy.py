@@ -66,7 +66,6 @@ def run_playbook(project: Path, playbook: str, name: str, extra: dict | None = N
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(project / "roles"),
         "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
         "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
         "PROFILE_TASKS_SORT_ORDER": "descending",

@@ -20,7 +20,7 @@ the host otherwise:
     and a pool with its own user gets that user, in the worker group;
 12. the role's default failed-jobs database (SQLite) works on one host;
 13. a re-deploy skips the roles whose last full run still holds, and a hand-made change in any
-    of them makes that role run in full and repair it (fleet_state, issue 10);
+    of them makes that role run in full and repair it (queuefleet.fleet.converged, issue 10);
 and the converged state is restored at the end (the check-mode run that follows
 must see nothing to change).
 
@@ -67,7 +67,7 @@ def play(playbook: str, expect_rc: int | None = 0, *, verbose: bool = False, **e
     """Run a playbook against the host with extra vars; returns stdout (-v: with task results)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({**BASE, **extra}, f)
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "0",
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
     result = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", LIMIT, "-e", f"@{f.name}"]
                             + (["-v"] if verbose else []),

@@ -51,7 +51,7 @@ def deploy(playbook: str = "playbooks/workers.yml", **extra) -> str:
     """Run a playbook against the molecule instance with extra vars; returns its output."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(extra, f)
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "0"}
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0"}
     result = subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", "molecule", "-e", f"@{f.name}"],
         capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900,

@@ -74,7 +74,7 @@ def playbook(playbook: str, *args: str, extra: dict | None = None, timeout: floa
             json.dump(extra, f)
         name = f.name
         cmd += ["-e", f"@{name}"]
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"}
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=PROJECT, timeout=timeout)
     if name:
         os.unlink(name)
