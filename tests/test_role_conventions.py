@@ -115,3 +115,38 @@ def test_readme_example_uses_the_role_by_its_collection_name_with_its_own_inputs
         assert not required, f"{role}: the example leaves out {used}'s required {sorted(required)}"
         result = ArgumentSpecValidator({k: options[k] for k in literal}).validate(literal)
         assert not result.error_messages, f"{role}: {result.error_messages}"
+
+
+PROJECT = ROLES_DIR.parent
+
+
+def collection_filter_names():
+    """The filters of plugins/filter/ by the names their FilterModule gives them."""
+    import importlib.util
+
+    names = set()
+    for path in sorted((PROJECT / "plugins" / "filter").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"qf_filter_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        names |= set(module.FilterModule().filters())
+    return names
+
+
+def test_collection_filters_are_called_by_their_collection_names():
+    """Roles in a collection load no plugins of their own and resolve a filter's short name only
+    among ansible.builtin's, so `| pools` or `map('queue_worker_pool_programs')` fails at run time
+    (and only on the path that reaches it). Every use must be queuefleet.fleet.<name>."""
+    import re
+
+    names = collection_filter_names()
+    assert "pools" in names and "queue_worker_pool_programs" in names
+    pattern = re.compile(r"(?:\|\s*|\b(?:map|select|reject|selectattr|rejectattr)\(\s*['\"])(%s)\b" % "|".join(map(re.escape, names)))
+    offenders = []
+    for path in sorted([*PROJECT.glob("roles/**/*.yml"), *PROJECT.glob("roles/**/*.j2"),
+                        *PROJECT.glob("playbooks/**/*.yml"), *PROJECT.glob("playbooks/**/*.j2"),
+                        *PROJECT.glob("templates/**/*.j2")]):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.lstrip().startswith("#") and pattern.search(line):
+                offenders.append(f"{path.relative_to(PROJECT)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
