@@ -1,6 +1,6 @@
 """Config snapshots, restore, post-deploy checks and auto rollback (issue 5), in order.
 
-Runs deploy.yml / restore-config.yml / check.yml against the converged host with
+Runs deploy.yml / restore_config.yml / check.yml against the converged host with
 its own ansible-playbook invocations (the scenario's inventory gets an
 environment group through -e, which deploy.yml's guard needs), and only reads
 the host otherwise:
@@ -144,7 +144,7 @@ def test_3_changing_a_pool_makes_one_snapshot_with_the_previous_bytes(host):
 
 
 def test_4_restore_brings_back_the_bytes_and_the_pool(host):
-    out = play("playbooks/restore-config.yml", backup=STATE["snapshot"].removesuffix(".tar.gz"))
+    out = play("playbooks/restore_config.yml", backup=STATE["snapshot"].removesuffix(".tar.gz"))
     assert sha(host, SLOW_CONF) == STATE["slow_conf"]
     assert sha(host, "/opt/queuefleet/shared/queuefleet.env") == STATE["env"]
     assert running(host, SLOW) == BASE_POOLS[-1]["numprocs"]
