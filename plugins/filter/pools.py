@@ -11,7 +11,7 @@ result of ``queuefleet.fleet.pools`` instead of merging and range-checking the l
         "processes": 7}                                      # the sum of numprocs of valid pools
 
 The merged pools keep their values as written, so a pool's supervisor program generation (a
-hash of its settings, filter_plugins/pool_programs.py of queue_worker) does not change when
+hash of its settings, plugins/filter/pool_programs.py) does not change when
 this model is introduced or when a value is checked.
 """
 
