@@ -90,14 +90,17 @@ else
   failed=$((failed + 1)); echo "FAILED  [local] valid inventory should pass"; echo "$out" | tail -n 20
 fi
 
-# deploy.yml: guard, then preflight, then the snapshot staging, before any play that changes a host.
+# deploy.yml (which is queuefleet.fleet.deploy, playbooks/deploy.yml): guard, then preflight,
+# then the snapshot staging, before any play that changes a host.
 if "$ROOT/.venv/bin/python" - <<'PY'
 import sys, yaml
-plays = yaml.safe_load(open("deploy.yml"))
+root = yaml.safe_load(open("deploy.yml"))
+assert [p.get("ansible.builtin.import_playbook") for p in root] == ["queuefleet.fleet.deploy"], root
+plays = yaml.safe_load(open("playbooks/deploy.yml"))
 names = [p.get("ansible.builtin.import_playbook", p.get("name")) for p in plays]
-assert "playbooks/preflight.yml" in names and "playbooks/redis.yml" in names, names
-assert names.index("playbooks/preflight.yml") == 1, names           # right after the guard
-assert names.index("playbooks/preflight.yml") < names.index("Stage a config snapshot before anything changes") < names.index("playbooks/redis.yml"), names
+assert "preflight.yml" in names and "redis.yml" in names, names
+assert names.index("preflight.yml") == 1, names           # right after the guard
+assert names.index("preflight.yml") < names.index("Stage a config snapshot before anything changes") < names.index("redis.yml"), names
 assert yaml.safe_load(open("playbooks/preflight.yml"))[0]["any_errors_fatal"] is True
 PY
 then passed=$((passed + 1)); echo "PASSED  [local] deploy.yml runs preflight, then snapshot staging, before redis"
