@@ -7,7 +7,9 @@
 #   2. deploy the whole stack onto that container from a small playbook that only imports
 #      queuefleet.fleet.deploy, with the worker package and the app given as built wheels; the
 #      deploy includes the post-deploy checks (canary job per pool), so it fails if they fail;
-#   3. check the running release holds those very wheels, and that a second deploy changes nothing.
+#   3. check the running release holds those very wheels, and that a second deploy, run as
+#      `ansible-playbook queuefleet.fleet.deploy` (the collection's playbook by its name),
+#      changes nothing.
 # The container is removed at the end (QUEUEFLEET_CONSUMER_KEEP=1 keeps it).
 set -euo pipefail
 
@@ -132,12 +134,12 @@ ansible-playbook site.yml -l shop >"$WORK/deploy.log" 2>&1 || { tail -n 40 "$WOR
 grep -q "Run the post-deploy checks\|postdeploy_check" "$WORK/deploy.log" || fail "the deploy ran no post-deploy checks"
 grep -qE "^$NAME +: .*failed=0" "$WORK/deploy.log" || fail "the deploy's recap has failures"
 
-log "3. the release holds the wheels given, and a second deploy changes nothing"
+log "3. the release holds the wheels given; ansible-playbook queuefleet.fleet.deploy -l shop changes nothing"
 version="$(docker exec "$NAME" /opt/queuefleet/current/bin/python -c 'import importlib.metadata as m; print(m.version("queuefleet"))')"
 [[ "$(basename "$worker_wheel")" == "queuefleet-$version-"* ]] || fail "release runs queuefleet $version, not $(basename "$worker_wheel")"
 running="$(docker exec "$NAME" supervisorctl status | grep -c RUNNING)"
 [ "$running" -ge 3 ] || fail "$running supervisor programs run, expected the 3 pool processes at least"
-ansible-playbook -v site.yml -l shop >"$WORK/redeploy.log" 2>&1 || { tail -n 40 "$WORK/redeploy.log"; fail "the second deploy"; }
+ansible-playbook -v queuefleet.fleet.deploy -l shop >"$WORK/redeploy.log" 2>&1 || { tail -n 40 "$WORK/redeploy.log"; fail "the second deploy"; }
 grep -qE "^$NAME +: .*changed=0 .*failed=0" "$WORK/redeploy.log" || { grep -A3 "PLAY RECAP" "$WORK/redeploy.log"; fail "the second deploy changed something"; }
 # The installed collection's roles skip themselves when converged, as the clone's do.
 skipped="$(grep -c "End the role, a full run would change nothing" "$WORK/redeploy.log" || true)"
