@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -291,6 +292,49 @@ def test_drain_timeout_puts_a_long_job_back(cli, r, redis_url):
     assert time.monotonic() - start < 6
     assert q.sizes(["default"])["default"]["ready"] == 1
     assert "released" in worker.output().lower()
+
+
+def stop_like_supervisor(worker, stopwaitsecs: float) -> int:
+    """What supervisor does to stop a program: SIGTERM, then SIGKILL after stopwaitsecs."""
+    worker.signal(signal.SIGTERM)
+    try:
+        return worker.wait(stopwaitsecs)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        return worker.wait()
+
+
+def test_the_drain_ends_before_supervisor_kills_a_job_with_a_longer_timeout_of_its_own(cli, r, redis_url):
+    """A job's own timeout may outlast stopwaitsecs (the worker's --timeout + a margin): the drain
+    still ends at the worker's --timeout and puts the job back uncounted, so three deploys
+    during a long job never fail it as lost (issue 25, item 5)."""
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:slow", {"tag": "long", "seconds": 60}, timeout=120, tries=1)
+    worker = cli.spawn("--sleep", "0.2", "--timeout", "2")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    assert stop_like_supervisor(worker, stopwaitsecs=6) == 0, worker.output()
+    assert q.sizes(["default"])["default"] == {"ready": 1, "delayed": 0, "reserved": 0}
+    assert r.hget("queuefleet:lost", job_id) is None
+    assert int(r.hget("queuefleet:attempts", job_id) or 0) == 0
+    assert "RELEASED" in worker.output() and "stopping" in worker.output()
+
+
+def test_a_worker_killed_during_its_graceful_stop_is_not_a_crash(cli, r, redis_url):
+    """Without any limit on the drain (--timeout 0), supervisor kills the worker at stopwaitsecs:
+    its job goes back unblamed, attempt not counted, as if the drain had put it back."""
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:slow", {"tag": "long", "seconds": 60}, tries=1)
+    worker = cli.spawn("--sleep", "0.2", "--timeout", "0")
+    wait_for(lambda: r.llen("started") == 1, what="job start")
+    assert stop_like_supervisor(worker, stopwaitsecs=1) == -signal.SIGKILL
+    rescuer = cli.spawn("--sleep", "0.2", "--queue", "elsewhere")  # the next process on this host reaps it
+    rescuer.wait_log("REAPED")
+    assert "counts as lost" not in rescuer.output()
+    assert r.hget("queuefleet:lost", job_id) is None
+    assert int(r.hget("queuefleet:attempts", job_id) or 0) == 0
+    assert q.sizes(["default"])["default"] == {"ready": 1, "delayed": 0, "reserved": 0}
+    rescuer.signal(signal.SIGTERM)
+    assert rescuer.wait() == 0
 
 
 def test_sigusr2_pauses_and_sigcont_resumes(cli, r, redis_url):

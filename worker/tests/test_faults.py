@@ -16,7 +16,8 @@ import redis
 
 from conftest import QUEUE_BIN, TESTS, QueueCli, executed
 from servers import Supervisord, TcpProxy, free_port, wait_for, worker_program
-from queuefleet import FailedJobStore, Queue
+from queuefleet import FailedJobStore, Queue, protocol
+from queuefleet.protocol import client_runner
 
 RECORD = "qf_testjobs:record"
 SLEEP = "qf_testjobs:sleep"
@@ -177,18 +178,23 @@ def test_kill_9_blames_only_the_job_that_was_running(cli, r, redis_url, sqlite_u
     assert stop(rescuer) == 0
 
 
-def supervised_worker(workdir: Path, redis_url: str, db_url: str, numprocs: int) -> Supervisord:
+def supervised_worker(workdir: Path, redis_url: str, db_url: str, numprocs: int, *args: str) -> Supervisord:
     """A real supervisord running worker processes, as in production."""
     env = {"QUEUEFLEET_REDIS_URL": redis_url, "QUEUEFLEET_DATABASE_URL": db_url, "QUEUEFLEET_JOBS": "qf_testjobs",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), "TEST_REDIS_URL": redis_url}
-    return Supervisord(workdir, worker_program(dir=workdir, command=f"{QUEUE_BIN} work --sleep 0.5 --max-lost 3",
-                                               numprocs=numprocs, stopwaitsecs=10, environment=env))
+    command = " ".join([QUEUE_BIN, "work", "--sleep", "0.5", "--max-lost", "3", *args])
+    return Supervisord(workdir, worker_program(dir=workdir, command=command, numprocs=numprocs, stopwaitsecs=10,
+                                               environment=env))
 
 
-def test_a_poison_job_fails_alone_under_supervisor(redis_url, r, sqlite_url, tmp_path):
+# A lease of 1 s runs out during supervisor's restart backoff (1 s, 2 s, ...): the restarted
+# worker must still blame its predecessor's job precisely instead of taking it back as an
+# unexplained orphan (issue 25, item 1: such a job looped for ever and the program went FATAL).
+@pytest.mark.parametrize("lease", ["30", "1"], ids=["lease-30s", "lease-1s"])
+def test_a_poison_job_fails_alone_under_supervisor(redis_url, r, sqlite_url, tmp_path, lease):
     QueueCli(redis_url, sqlite_url, tmp_path).run("migrate")
     q = Queue.from_url(redis_url)
-    sup = supervised_worker(tmp_path / "sup", redis_url, sqlite_url, numprocs=1)
+    sup = supervised_worker(tmp_path / "sup", redis_url, sqlite_url, 1, "--lease", lease)
     try:
         wait_for(lambda: sup.states() == {"RUNNING"}, timeout=20, what="supervisor to run the worker")
         warm_up(q, r)
@@ -208,6 +214,54 @@ def test_a_poison_job_fails_alone_under_supervisor(redis_url, r, sqlite_url, tmp
         wait_for(lambda: sup.states() == {"RUNNING"}, timeout=10, what="the worker RUNNING again")
     finally:
         sup.close()
+
+
+def test_a_job_that_finished_is_not_blamed_when_its_worker_dies_before_its_ack(cli, r, redis_server, redis_url):
+    """The note on the host names a job while its handler runs, not after: a worker killed
+    before the ack of a finished job reached Redis (cut off from it here) gives the job back
+    unblamed, so it runs again (at least once) but is not counted as lost (issue 25, item 5)."""
+    proxy = TcpProxy(redis_server.port)
+    proxy.start()
+    try:
+        job_id = Queue.from_url(redis_url).push("qf_testjobs:slow", {"tag": "done", "seconds": 1})
+        worker = cli.spawn("--sleep", "0.2", env={"QUEUEFLEET_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"})
+        wait_for(lambda: started(r) == ["done"], what="the job to start")
+        proxy.cut()  # the handler reaches Redis directly; the worker's ack will not
+        wait_for(lambda: executed(r) == ["done"], what="the job to finish")
+        worker.wait_log("lost Redis")
+        worker.proc.kill()
+        worker.wait()
+        rescuer = cli.spawn("--sleep", "0.2", "--queue", "elsewhere")
+        rescuer.wait_log("REAPED")
+        assert "counts as lost" not in rescuer.output(), rescuer.output()
+        assert r.hget("queuefleet:lost", job_id) is None
+        assert stop(rescuer) == 0
+    finally:
+        proxy.cut()
+
+
+def test_a_suspect_job_is_named_in_redis_even_when_redis_dropped_the_workers_connections(cli, r, redis_url):
+    """A job nobody could explain (its worker died where no neighbour read its note) is named
+    in Redis before it runs, so that its next death is blamed even by a worker on another
+    host. That name must land whatever happened to the connection before (issue 25, item 1:
+    it was written without a reply, on a connection Redis may have closed)."""
+    q = Queue.from_url(redis_url)
+    first = q.push(RECORD, {"tag": "first"}, delay=0.5)
+    r.hset("queuefleet:tokens", first, "suspect")  # as a lease that ran out leaves it
+    worker = cli.spawn("--sleep", "0.5", "--lease", "1")
+    wait_for(lambda: executed(r) == ["first"], what="the first suspect job")
+    r.client_kill_filter(_type="normal", skipme=True)  # a Redis restart or timeout closes its connections
+    worker.wait_log("Redis is back")
+    poison = Queue.from_url(redis_url).push("qf_testjobs:poison", {"tag": "p"}, delay=0.5)
+    r.hset("queuefleet:tokens", poison, "suspect")
+    assert worker.wait(15) == 3  # the poison job ran and killed it
+    # A worker on another host takes the job back once the dead worker's lease has run out.
+    other = lambda: protocol.fetch(client_runner(r), "queuefleet", ["default"], token_base="elsewhere:1:x",  # noqa: E731
+                                   host="elsewhere", lease_ms=1000, max_jobs=0)
+    wait_for(lambda: other() and r.zscore("queuefleet:queue:default:reserved", poison) is None, timeout=10,
+             what="the dead worker's lease to run out")
+    assert r.hget("queuefleet:lost", poison) == b"1", "the death was not blamed on the job that caused it"
+    assert r.hget("queuefleet:tokens", poison) is None  # blamed, so no longer a suspect
 
 
 # -- 5. bad numbers -------------------------------------------------------------------------------
@@ -491,11 +545,11 @@ def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url,
     on it: Redis reserves jobs for a worker that never hears of them. The worker's next
     fetch takes them back, instead of leaving them to wait out their lease."""
     from queuefleet.identity import current_identity
-    from queuefleet.link import PipelinedLink
+    from queuefleet.link import Link
     from queuefleet.logs import JobLog
     from queuefleet.reservations import Reservations
 
-    class LosesOneReply(PipelinedLink):
+    class LosesOneReply(Link):
         lose = True
 
         def call(self, name, args):
@@ -507,7 +561,7 @@ def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url,
 
     job_id = Queue.from_url(redis_url).push(RECORD, {"tag": "x"})
     log = io.StringIO()
-    reservations = Reservations(LosesOneReply(redis_url), None, None, "queuefleet", current_identity(), ["default"], 60,
+    reservations = Reservations(LosesOneReply(redis_url), None, "queuefleet", current_identity(), ["default"], 60,
                                 JobLog(log))
     with pytest.raises(redis.ConnectionError):
         reservations.fetch(8)
@@ -520,13 +574,13 @@ def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url,
 def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(redis_url, r):
     """No set inside the worker grows with jobs it no longer holds."""
     from queuefleet.identity import current_identity
-    from queuefleet.link import PipelinedLink
+    from queuefleet.link import Link
     from queuefleet.logs import JobLog
     from queuefleet.reservations import Reservations
 
     q = Queue.from_url(redis_url)
     q.push_many([(RECORD, {"tag": str(i)}) for i in range(6)])
-    reservations = Reservations(PipelinedLink(redis_url), None, None, "queuefleet", current_identity(), ["default"], 60,
+    reservations = Reservations(Link(redis_url), None, "queuefleet", current_identity(), ["default"], 60,
                                 JobLog(io.StringIO()))
     reservations.holdings.runtime_ewma = 0.001
     jobs = reservations.fetch(6).jobs
@@ -541,4 +595,4 @@ def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(r
     assert reservations.waiting == 0
     reservations.settle()
     assert reservations.held_count() == 0
-    assert holdings.leases() == [] and holdings.still_returning() == [] and holdings.finished == [] and holdings.acking == []
+    assert holdings.leases() == [] and holdings.still_returning() == [] and holdings.finished == []

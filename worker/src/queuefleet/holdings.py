@@ -27,7 +27,6 @@ class Holdings:
         self.waiting: deque[Reserved] = deque()  # reserved ahead, not started
         self.held: dict[str, Reserved] = {}  # everything whose lease is ours (by job id)
         self.finished: list[Reserved] = []  # ran to the end, ack not sent yet
-        self.acking: list[Reserved] = []  # ack sent with a fetch ahead, reply not read yet
         self.returning: list[Reserved] = []  # handed back by the keeper, release not confirmed yet
         self.current: Reserved | None = None
         self.current_lease_lost = False
@@ -120,7 +119,7 @@ class Holdings:
                 if entry.id not in lost:
                     entry.valid_until = sent + self.lease - self.margin
                     continue
-                if self.held.get(entry.id) is not entry or any(e is entry for e in (*self.finished, *self.acking)):
+                if self.held.get(entry.id) is not entry or any(e is entry for e in self.finished):
                     continue  # acked meanwhile, or its ack will report it
                 del self.held[entry.id]
                 if entry in self.waiting:

@@ -9,6 +9,12 @@ of writing it fails its checksum and counts as no note. Where no neighbour can r
 note, Redis-side reaping falls back to marking the orphaned jobs suspect
 (lua/common.lua).
 
+The note names a job only while its handler runs: once the handler is over it says
+"-" (nothing runs), so a worker that dies with the ack of a finished job still on its
+way blames nobody. On the first stop signal the note gets a "stopping " prefix: a
+worker that supervisor kills during its graceful stop (past stopwaitsecs) was stopped,
+not crashed, and its job goes back unblamed, the attempt not counted.
+
 The files live in /dev/shm (memory) when it is writable, else in the temp directory.
 """
 
@@ -21,6 +27,8 @@ import time
 import zlib
 
 RECORD = 512  # bytes: a token and a job id (each at most a few hundred characters) always fit
+IDLE = "-"  # the note of a worker that runs no handler
+STOPPING = "stopping "  # prefix of the note of a worker that was asked to stop
 
 
 def notes_dir() -> str:
@@ -36,6 +44,8 @@ class RunningNote:
     def __init__(self, pid: int, instance: str) -> None:
         self.path = note_path(pid, instance)
         self._map: mmap.mmap | None = None
+        self._body = IDLE
+        self._stopping = False
 
     def open(self) -> None:
         try:
@@ -49,10 +59,24 @@ class RunningNote:
             self._map = None  # no note: neighbours fall back to suspect marking
 
     def write(self, token: str, job_id: str) -> None:
+        """The handler of job `job_id`, held under `token`, is about to run."""
+        self._put(f"{token} {job_id}")
+
+    def clear(self) -> None:
+        """No handler runs (the last one is over)."""
+        self._put(IDLE)
+
+    def stopping(self) -> None:
+        """The worker was asked to stop: a kill from now on is its supervisor's, not a crash."""
+        self._stopping = True
+        self._put(self._body)
+
+    def _put(self, body: str) -> None:
+        self._body = body
         if self._map is None:
             return
-        body = f"{token} {job_id}".encode()
-        record = b"%b %08x\n" % (body, zlib.crc32(body))
+        raw = ((STOPPING if self._stopping else "") + body).encode()
+        record = b"%b %08x\n" % (raw, zlib.crc32(raw))
         self._map[: len(record)] = record
         self._map[len(record) : len(record) + 1] = b"\0"
 

@@ -1,7 +1,7 @@
 """The worker's side of the Redis protocol: one function per script, typed results.
 
 Each function takes a `run(script_name, args)` callable, so the same call works
-on a plain redis-py client (`client_runner`) and on the worker's pipelined link.
+on a plain redis-py client (`client_runner`) and on the worker's own link (link.py).
 The key layout itself is defined once, in lua/common.lua.
 """
 

@@ -27,7 +27,7 @@ import time
 
 from .holdings import Holdings, give_back_entries
 from .identity import ProcessIdentity
-from .link import Announcer, PipelinedLink
+from .link import Link
 from .logs import JobLog
 from .notes import RunningNote
 from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release, rewrite
@@ -36,10 +36,9 @@ RECLAIM_FOR = 20.0  # seconds after a lost fetch reply during which its reservat
 
 
 class Reservations:
-    def __init__(self, link: PipelinedLink, announcer: Announcer, note: RunningNote, prefix: str, identity: ProcessIdentity,
-                 queues: list[str], lease: float, log: JobLog) -> None:
+    def __init__(self, link: Link, note: RunningNote, prefix: str, identity: ProcessIdentity, queues: list[str],
+                 lease: float, log: JobLog) -> None:
         self.link = link
-        self.announcer = announcer
         self.note = note
         self.prefix = prefix
         self.identity = identity
@@ -66,12 +65,10 @@ class Reservations:
     # -- reserving -----------------------------------------------------------------
 
     def fetch(self, max_jobs: int) -> FetchResult:
-        """Ack what is finished and reserve the next jobs: one round trip, after the
-        outstanding replies. Reserved-ahead jobs whose lease is no longer certain are
+        """Ack what is finished and reserve the next jobs: one round trip. Reserved-ahead jobs whose lease is no longer certain are
         given back first."""
         if self.waiting:
             self.give_back_waiting()
-        self.link.drain()
         acks = self.holdings.take_finished()
         sent = time.monotonic()
         keep = None
@@ -103,10 +100,14 @@ class Reservations:
         if not entry.suspect:
             return
         try:
-            self.announcer.set(self.running_key, f"{entry.token} {entry.id}", self.marker_ttl_ms)
+            self.link.command("SET", self.running_key, f"{entry.token} {entry.id}", "PX", self.marker_ttl_ms)
         except BaseException:
             self.holdings.put_back(entry)
             raise
+
+    def ended(self) -> None:
+        """The handler of the job begun last is over (however it ended)."""
+        self.note.clear()
 
     def finished(self, entry: Reserved, runtime: float) -> None:
         """`entry` ran to the end: its ack rides the next fetch (or the keeper sends it)."""
@@ -116,8 +117,7 @@ class Reservations:
         self.holdings.dropped(entry)
 
     def settle(self) -> None:
-        """Read outstanding replies and ack every finished job now."""
-        self.link.drain()
+        """Ack every finished job now."""
         acks = self.holdings.take_finished()
         if not acks:
             return
@@ -143,12 +143,10 @@ class Reservations:
 
     def rewrite(self, entry: Reserved, payload: str) -> bool:
         """Replace the stored payload of `entry` (still reserved); False when its lease was lost."""
-        self.link.drain()
         return rewrite(self.link.call, self.prefix, entry, payload)
 
     def give_back_waiting(self) -> None:
         """Hand back every reserved-ahead job, to the front of its queue, attempt not counted."""
-        self.link.drain()
         entries = self.holdings.take_waiting()
         if not entries:
             return
@@ -162,7 +160,7 @@ class Reservations:
     def recover(self) -> None:
         """After a failed round trip, once Redis answers again: ack what finished and name
         the running job again if it is suspect (its marker may not have arrived)."""
-        self.link.unknown()
+        self.link.reset()
         self.settle()
         current = self.current
         if current is not None and current.suspect and self.running_key:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .timeouts import HandlerGuard, JobInterrupted
 
@@ -20,8 +20,9 @@ class WakeUp(BaseException):
 
 
 class WorkerSignals:
-    def __init__(self, guard: HandlerGuard) -> None:
+    def __init__(self, guard: HandlerGuard, on_first_stop: Callable[[], None] = lambda: None) -> None:
         self.guard = guard
+        self.on_first_stop = on_first_stop  # called (in the signal handler) on the first stop signal
         self.stop_reason: str | None = None
         self.stop_at = 0.0  # monotonic time of the first stop signal
         self.count = 0
@@ -48,6 +49,7 @@ class WorkerSignals:
         if self.count == 1:
             self.stop_at = time.monotonic()
             self.stop(f"{signal.Signals(signum).name} received")
+            self.on_first_stop()
             if self.blocking:
                 raise WakeUp()
         elif self.guard.in_handler:

@@ -38,7 +38,7 @@ class Watchdog:
     log: JobLog
     worker_id: str
     grace: float
-    drain_timeout: float
+    drain_timeout: float  # seconds a job may run after the first stop signal (0: no limit), see worker.drain_limit
     hard_exit: Callable[[int], Any] = os._exit
 
     def check(self) -> None:

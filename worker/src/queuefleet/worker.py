@@ -23,7 +23,7 @@ from .failures import FailurePolicy
 from .handlers import HandlerRegistry
 from .identity import current_identity
 from .keeper import Keeper, KeeperSettings
-from .link import Announcer, PipelinedLink, worker_client_kwargs
+from .link import Link, worker_client_kwargs
 from .logs import JobLog
 from .notes import RunningNote, remove_stale_notes
 from .outage import Backoff, Outage, describe, is_transient
@@ -75,16 +75,15 @@ class Worker:
         self.log = JobLog(stdout, fmt=options.log_format, pool=options.name)
         self.stderr = stderr or sys.stderr
         self.where = redacted_url(redis_url)
-        self.link = PipelinedLink(redis_url)
+        self.link = Link(redis_url)
         self.keeper_client = redis.Redis.from_url(redis_url, **worker_client_kwargs())
         self.outage = Outage(self.log, self.where)
         self.backoff = Backoff()
         self.guard = HandlerGuard()
-        self.signals = WorkerSignals(self.guard)
-        self.announcer = Announcer(redis_url)
         self.note = RunningNote(self.identity.pid, self.identity.instance)
-        self.reservations = Reservations(self.link, self.announcer, self.note, options.prefix, self.identity,
-                                         options.queues, options.lease, self.log)
+        self.signals = WorkerSignals(self.guard, on_first_stop=self.note.stopping)
+        self.reservations = Reservations(self.link, self.note, options.prefix, self.identity, options.queues, options.lease,
+                                         self.log)
         handlers = HandlerRegistry(options.allowed)
         self.runner = JobRunner(handlers, self.guard, self.log, default_tries=options.tries,
                                 default_timeout=options.timeout, max_lost=options.max_lost)
@@ -94,7 +93,7 @@ class Worker:
                                       callbacks=callbacks, stderr=self.stderr)
         keeper_runner = client_runner(self.keeper_client)
         self.watchdog = Watchdog(self.guard, self.signals, self.reservations, self.failures, keeper_runner, options.prefix,
-                                 self.log, self.identity.worker_id, options.timeout_grace, options.drain_timeout, exit)
+                                 self.log, self.identity.worker_id, options.timeout_grace, drain_limit(options), exit)
         self.keeper = Keeper(
             self.keeper_client,
             KeeperSettings(options.prefix, options.lease, min(options.heartbeat_interval, options.lease / 3),
@@ -144,9 +143,13 @@ class Worker:
         while not self.signals.stopping:
             try:
                 self.link.command("PING")
+                # Heartbeat (a write: an OOM Redis is waited out here) and dead predecessors reaped
+                # before anything else: the process supervisor replaced is blamed by its note on
+                # this host, precisely, even when its leases ran out during supervisor's backoff
+                # (a fetch would take such jobs back as orphans nobody can explain).
+                self.keeper.tick()
                 result = self.reservations.fetch(0)
                 self.restarts.boot(result.restart, result.host_restart)
-                self.keeper.tick()  # heartbeat (a write: an OOM Redis is waited out here), dead predecessors reaped
                 self.outage.back()
                 return True
             except redis.AuthenticationError as exc:
@@ -157,7 +160,7 @@ class Worker:
                 if not is_transient(exc):
                     raise
                 self.outage.lost(exc, waiting=True)
-                self.link.unknown()
+                self.link.reset()
                 self.backoff.pause(lambda: self.signals.stopping)
         self.log.event("stopping", f"worker {self.id} exits before it started: {self.signals.stop_reason}")
         return False
@@ -201,7 +204,7 @@ class Worker:
                     self.log.event("error", f"could not hand back or ack {self.reservations.held_count()} job(s) before "
                                             f"exit ({describe(exc)}); their leases run out and they run again")
                     break
-                self.link.unknown()
+                self.link.reset()
                 time.sleep(0.2)
         if self.keeper.is_alive():
             self.keeper.join(timeout=5)
@@ -213,7 +216,6 @@ class Worker:
         self.log.event("stopping", f"worker {self.id} exits: {self.signals.stop_reason or 'stopped'}",
                        processed=self.processed, failed=self.failures.failed)
         self.link.close()
-        self.announcer.close()
         self.note.remove()
 
     # -- reserving ---------------------------------------------------------------
@@ -257,7 +259,7 @@ class Worker:
             if not self.signals.stopping and not self.signals.paused:
                 self.link.command("BRPOP", *result.wait_keys, round(timeout, 3))
         except WakeUp:
-            self.link.unknown()
+            self.link.reset()
         finally:
             self.signals.blocking = False
 
@@ -270,6 +272,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a bug of ours must fail this job, not crash-loop the worker
             print(f"queuefleet: internal error on job {entry.id[:80]}: {exc.__class__.__name__}: {exc}", file=self.stderr, flush=True)
             outcome = Outcome(Kind.MALFORMED, error=f"queuefleet could not process this job: {exc.__class__.__name__}: {exc}")
+        self.reservations.ended()  # its handler is over: a death from now on is not this job's doing
         self._settle(entry, outcome)
 
     def _settle(self, entry: Reserved, outcome: Outcome) -> None:
@@ -313,14 +316,14 @@ class Worker:
     def _redis_lost(self, exc: BaseException, *, stopping_ok: bool = True) -> None:
         """Log once, wait the next backoff, and put the link's state right once Redis answers."""
         self.outage.lost(exc)
-        self.link.unknown()
+        self.link.reset()
         self.backoff.pause(lambda: stopping_ok and self.signals.stopping)
         try:
             self.reservations.recover()
         except Exception as again:
             if not is_transient(again):
                 raise
-            self.link.unknown()
+            self.link.reset()
 
     # -- paused --------------------------------------------------------------------
 
@@ -345,6 +348,14 @@ class Worker:
             "processed": self.processed, "failed": self.failures.failed,
             "started": f"{self.started_at:.3f}", "last_seen": f"{time.time():.3f}",
         }
+
+
+def drain_limit(options: WorkerOptions) -> float:
+    """Seconds a job may still run after the first stop signal (0: no limit): --drain-timeout, else
+    the worker's --timeout, never a job's own longer timeout. Supervisor's stopwaitsecs is set
+    above --timeout (the role adds a margin): the worker puts the job back itself, uncounted,
+    before supervisor would kill it."""
+    return options.drain_timeout if options.drain_timeout > 0 else options.timeout
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
