@@ -78,12 +78,13 @@ files = {self.confd}/*.conf
             sections.append("\n".join(lines))
         (self.confd / f"{pool}.conf").write_text("\n\n".join(sections) + "\n")
 
-    def apply(self, expect_rc: int = 0) -> dict:
+    def apply(self, expect_rc: int = 0, programs: list[str] | None = None, check: bool = False) -> dict:
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
         result = subprocess.run(
             [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "queuefleet.fleet.supervisor_apply",
-             "-a", f"config={self.conf} start_timeout=15 drain_log={self.tmp}/drain.log"],
+             "-a", json.dumps({"config": str(self.conf), "start_timeout": 15, "drain_log": f"{self.tmp}/drain.log",
+                               "programs": programs or []})] + (["--check"] if check else []),
             capture_output=True, text=True, env=env, check=False, timeout=120)
         assert result.returncode == expect_rc, result.stdout[-3000:] + result.stderr[-2000:]
         return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
@@ -163,3 +164,46 @@ def test_a_generation_that_cannot_start_leaves_the_old_one_running(supervisord):
     again = supervisord.apply()
     assert again["held"] == ["qf-mail-aaaaaa_00", "qf-mail-aaaaaa_01"] and again["draining"] == []
     assert running(supervisord, "qf-mail-aaaaaa") == before
+
+
+def test_a_stopped_or_fatal_program_is_started_and_named_with_its_stderr(supervisord):
+    flag = supervisord.tmp / "broken"
+    # Fails at start (exit 1 with a message on stderr) while the flag file exists.
+    command = f"/bin/sh -c 'if [ -e {flag} ]; then echo cannot open the database >&2; exit 1; fi; exec sleep 1000'"
+    supervisord.write_pool("qf-mail", "aaaaaa", 2, command)
+    names = ["qf-mail-aaaaaa_00", "qf-mail-aaaaaa_01"]
+    supervisord.apply(programs=names)
+    supervisord.ctl("stop", "qf-mail-aaaaaa_00")
+    flag.touch()
+    supervisord.ctl("restart", "qf-mail-aaaaaa_01")  # crash loop until supervisor gives up: FATAL
+    deadline = time.monotonic() + 30
+    while supervisord.status()["qf-mail-aaaaaa_01"][0] != "FATAL":
+        assert time.monotonic() < deadline, supervisord.status()
+        time.sleep(0.3)
+    flag.unlink()
+
+    check = supervisord.apply(programs=names, check=True)  # check mode says what it would start, starts nothing
+    assert sorted(p["name"] for p in check["started"]) == names and check["changed"]
+    assert supervisord.status()["qf-mail-aaaaaa_00"][0] == "STOPPED"
+
+    result = supervisord.apply(programs=names)
+    was = {p["name"]: p["was"] for p in result["started"]}
+    assert was == {"qf-mail-aaaaaa_00": "STOPPED", "qf-mail-aaaaaa_01": "FATAL"}, result
+    fatal = next(p for p in result["started"] if p["name"] == "qf-mail-aaaaaa_01")
+    assert "cannot open the database" in fatal["stderr"][-1], fatal
+    assert set(running(supervisord, "qf-mail")) == set(names)
+    assert supervisord.apply(programs=names)["changed"] is False
+
+
+def test_a_program_that_cannot_be_brought_up_fails_within_seconds_naming_it(supervisord):
+    flag = supervisord.tmp / "broken"
+    command = f"/bin/sh -c 'if [ -e {flag} ]; then echo missing module myapp.jobs >&2; exit 1; fi; exec sleep 1000'"
+    supervisord.write_pool("qf-mail", "aaaaaa", 1, command)
+    supervisord.apply(programs=["qf-mail-aaaaaa_00"])
+    supervisord.ctl("stop", "qf-mail-aaaaaa_00")
+    flag.touch()
+    started = time.monotonic()
+    failed = supervisord.apply(expect_rc=2, programs=["qf-mail-aaaaaa_00"])
+    took = time.monotonic() - started
+    assert "qf-mail-aaaaaa_00 is FATAL" in failed["msg"] and "missing module myapp.jobs" in failed["msg"], failed["msg"]
+    assert took < 15, f"took {took:.1f}s: it must not wait out a timeout for a process that cannot start"

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.queuefleet.fleet.plugins.module_utils.programs import GENERATION_DIGITS, program_name
 
 
 def queue_worker_pool_generation(pool: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -25,7 +26,7 @@ def queue_worker_pool_generation(pool: dict[str, Any], settings: dict[str, Any])
         raise AnsibleFilterError("queue_worker_pool_generation: expected a pool (a dict with a name)")
     shape = {key: value for key, value in pool.items() if key != "numprocs"}
     blob = json.dumps({"pool": shape, "settings": settings}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:6]
+    return hashlib.sha1(blob.encode()).hexdigest()[:GENERATION_DIGITS]
 
 
 def queue_worker_pool_programs(pool: dict[str, Any], prefix: str, settings: dict[str, Any]) -> list[str]:
@@ -35,7 +36,7 @@ def queue_worker_pool_programs(pool: dict[str, Any], prefix: str, settings: dict
         count = int(pool["numprocs"])
     except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"queue_worker_pool_programs: pool {pool.get('name')!r} has no usable numprocs") from exc
-    return [f"{prefix}{pool['name']}-{generation}_{slot:02d}" for slot in range(count)]
+    return [program_name(prefix, pool["name"], generation, slot) for slot in range(count)]
 
 
 class FilterModule:

@@ -18,8 +18,23 @@ description:
     never blocks the play. Their output goes to O(drain_log).
   - A removed program named C(<family>-<6 hex>_<NN>) (a worker pool's process, see the queue_worker role) is
     held back, not stopped, while another program of the same family is FATAL, EXITED or BACKOFF.
-  - In check mode nothing is reread or applied.
+  - Every program named in O(programs) must then run. One that is STOPPED, EXITED, FATAL or BACKOFF (stopped
+    by hand, say, or given up on by supervisor) is started, and the module says which ones and why (the last
+    lines of their stderr) in RV(started). One that still does not run fails the module within O(start_timeout)
+    seconds, naming it with its stderr; nothing waits for a process nobody starts.
+  - In check mode nothing is reread or applied; RV(started) lists the programs a real run would start.
 options:
+  programs:
+    description:
+      - Programs (supervisor group names) that must be running afterwards, such as a queue_worker pool's processes
+        or the supervisor role's programs with autostart.
+    type: list
+    elements: str
+    default: []
+  stderr_lines:
+    description: Lines of a program's stderr shown when it is started or fails.
+    type: int
+    default: 5
   config:
     description: supervisord.conf passed to supervisorctl -c.
     type: path
@@ -52,6 +67,19 @@ held:
   description: Removed pool programs kept running because their pool has a failed process.
   type: list
   returned: always
+started:
+  description: Programs of O(programs) that were not running and were started, each with the state it was in and the last lines of its stderr.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{"name": "queuefleet-default-3f2a1c_01", "was": "STOPPED", "stderr": ["Traceback ...", "..."]}]
+"""
+
+EXAMPLES = r"""
+- name: Apply the program files and make sure every pool process runs
+  queuefleet.fleet.supervisor_apply:
+    config: /etc/supervisor/supervisord.conf
+    programs: [queuefleet-default-3f2a1c_00, queuefleet-default-3f2a1c_01]
 """
 
 import os
@@ -60,17 +88,17 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.queuefleet.fleet.plugins.module_utils.programs import parse_program_name
 
 REREAD_LINE = re.compile(r"^(?P<name>\S+): (?P<what>available|changed|disappeared)$")
-STATUS_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\b")
-POOL_PROCESS = re.compile(r"^(?P<family>.+)-[0-9a-f]{6}_[0-9]{2,}$")
+STATUS_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\b\s*(?P<info>.*)$")
 UNSETTLED = {"STARTING", "BACKOFF"}
 FAILED = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 
 
 def family(group: str) -> str | None:
-    match = POOL_PROCESS.match(group)
-    return match.group("family") if match else None
+    parsed = parse_program_name(group)
+    return parsed.family if parsed else None
 
 
 class Supervisor:
@@ -96,16 +124,30 @@ class Supervisor:
                 self.module.fail_json(msg=f"supervisorctl reread: {line.strip()}")
         return found
 
-    def states(self) -> dict[str, str]:
-        """{group: worst state among its processes}, from `supervisorctl status`."""
-        result: dict[str, str] = {}
+    def processes(self) -> dict[str, str]:
+        """{process name as supervisorctl shows it: state}."""
+        return {name: state for name, (state, _) in self.status().items()}
+
+    def status(self) -> dict[str, tuple[str, str]]:
+        """{process name: (state, supervisor's note such as "Exited too quickly")}."""
+        found = {}
         for line in self.ctl("status").splitlines():
             match = STATUS_LINE.match(line)
             if match:
-                group = match.group("name").split(":", 1)[0]
-                state = match.group("state")
-                if result.get(group) in (None, "RUNNING", "STOPPED"):
-                    result[group] = state
+                found[match.group("name")] = (match.group("state"), match.group("info").strip())
+        return found
+
+    def note(self, group: str) -> str:
+        notes = [info for name, (state, info) in self.status().items() if name.split(":", 1)[0] == group and state != "RUNNING"]
+        return f" ({notes[0]})" if notes and notes[0] else ""
+
+    def states(self) -> dict[str, str]:
+        """{group: worst state among its processes}, from `supervisorctl status`."""
+        result: dict[str, str] = {}
+        for name, state in self.processes().items():
+            group = name.split(":", 1)[0]
+            if result.get(group) in (None, "RUNNING", "STOPPED"):
+                result[group] = state
         return result
 
     def settle(self, groups: list[str], timeout: float) -> dict[str, str]:
@@ -116,6 +158,29 @@ class Supervisor:
             if not UNSETTLED & set(mine.values()) or time.monotonic() >= deadline:
                 return mine
             time.sleep(0.5)
+
+    def stderr_tail(self, group: str, lines: int) -> list[str]:
+        """The last lines of the stderr of the group's first process that does not run."""
+        members = {name: state for name, state in self.processes().items() if name.split(":", 1)[0] == group}
+        process = next((name for name, state in sorted(members.items()) if state != "RUNNING"), next(iter(sorted(members)), group))
+        out = self.ctl("tail", f"-{max(lines, 1) * 300}", process, "stderr")
+        return [line for line in out.splitlines() if line.strip()][-lines:] if lines > 0 else []
+
+    def ensure_running(self, programs: list[str], timeout: float, lines: int, check_mode: bool) -> tuple[list[dict], dict]:
+        """Start the programs that do not run; ([{name, was, stderr}], {name: state still not RUNNING})."""
+        states = self.states()
+        down = [name for name in programs if states.get(name, "UNKNOWN") not in ("RUNNING", "STARTING")]
+        started = [{"name": name, "was": states.get(name, "UNKNOWN"), "stderr": self.stderr_tail(name, lines)}
+                   for name in down]
+        if not down or check_mode:
+            return started, {}
+        unknown = [name for name in down if name not in states]
+        if unknown:
+            return started, {name: "UNKNOWN (supervisor has no such program)" for name in unknown}
+        for name in down:
+            self.ctl("start", f"{name}:*")
+        settled = self.settle(down, timeout)
+        return started, {name: state for name, state in settled.items() if state != "RUNNING"}
 
     def drain_in_background(self, groups: list[str], log_path: str) -> None:
         """One `supervisorctl update GROUP` per group, in parallel, detached from this module."""
@@ -141,14 +206,20 @@ def main() -> None:
             "config": {"type": "path", "required": True},
             "start_timeout": {"type": "int", "default": 60},
             "drain_log": {"type": "path", "default": "/var/log/supervisor/queuefleet-drain.log"},
+            "programs": {"type": "list", "elements": "str", "default": []},
+            "stderr_lines": {"type": "int", "default": 5},
         },
         supports_check_mode=True,
     )
-    result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": []}
-    if module.check_mode:
-        module.exit_json(msg="check mode: supervisor rereads and applies the program files on a real run", **result)
-
+    result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": [], "started": []}
     supervisor = Supervisor(module, module.params["config"])
+    if module.check_mode:
+        result["started"], _ = supervisor.ensure_running(module.params["programs"], 0, module.params["stderr_lines"], True)
+        result["changed"] = bool(result["started"])
+        module.exit_json(msg="check mode: supervisor rereads and applies the program files on a real run"
+                         + (f"; would start {', '.join(p['name'] for p in result['started'])}" if result["started"] else ""),
+                         **result)
+
     found = supervisor.reread()
     result["added"], result["replaced"] = found["available"], found["changed"]
     starting = found["changed"] + found["available"]
@@ -166,6 +237,23 @@ def main() -> None:
                 + " (see `supervisorctl tail -f NAME stderr`)",
                 **result,
             )
+
+    wanted = [name for name in module.params["programs"] if name not in found["disappeared"]]
+    result["started"], failing = supervisor.ensure_running(wanted, module.params["start_timeout"],
+                                                           module.params["stderr_lines"], False)
+    if result["started"]:
+        result["changed"] = True
+        module.warn("started programs that were not running: " + "; ".join(
+            f"{p['name']} was {p['was']}" + (f" (stderr: {' | '.join(p['stderr'][-2:])})" if p["stderr"] else "")
+            for p in result["started"]))
+    if failing:
+        module.fail_json(
+            msg="these programs do not run: " + "; ".join(
+                f"{name} is {state}{supervisor.note(name)}"
+                + "".join(f"\n    {line}" for line in supervisor.stderr_tail(name, module.params["stderr_lines"]))
+                for name, state in sorted(failing.items()))
+            + "\n(see `supervisorctl tail -f NAME stderr`)",
+            **result)
 
     removed = found["disappeared"]
     if removed:
