@@ -143,6 +143,18 @@ def with_context(data, job):
     client().rpush("executed", data["tag"])
 
 
+def stuck_callback(data, error):
+    """A failure callback stuck where the timeout cannot reach it (signals blocked)."""
+    client().rpush("callbacks", f"{data['tag']}|{error}")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+    time.sleep(data.get("seconds", 60))
+
+
+@on_failure(stuck_callback)
+def fails_with_a_stuck_callback(data):
+    raise RuntimeError(f"failing on purpose: {data['tag']}")
+
+
 def data_only(data, extra="default"):
     """A second parameter with a default: still called with the data only."""
     client().rpush("executed", f"{data['tag']}:{extra}")

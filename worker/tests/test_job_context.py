@@ -175,3 +175,19 @@ def test_a_timeout_on_the_last_try_calls_the_hook_once(cli, r, redis_url, sqlite
     assert row.uuid == job_id and "JobTimeout" in row.exception
     [hook] = hooked(r)
     assert hook["id"] == job_id and hook["attempts"] == 2 and hook["error"].startswith("JobTimeout: qf_testjobs:slow ran longer")
+
+
+def test_a_stuck_failure_callback_is_not_called_again_by_the_next_worker(cli, r, redis_url, sqlite_url):
+    """The watchdog ends a callback stuck past the job's timeout; the job was already marked as
+    failed with its callbacks called, so it is stored as it was marked, never called back
+    again (issue 25, item 3: it was rebuilt from the payload as fetched and looped for ever)."""
+    q = Queue.from_url(redis_url)
+    job_id = q.push("qf_testjobs:fails_with_a_stuck_callback", {"tag": "s"}, timeout=1, tries=1)
+    worker = cli.spawn("--sleep", "0.2")
+    assert worker.wait(30) == 1  # the watchdog ended it
+    assert "did not stop" in worker.output()
+    cli.run("work", "--stop-when-empty", "--sleep", "0.2", timeout=30)
+    [row] = failed(sqlite_url)
+    assert row.uuid == job_id and "failing on purpose: s" in row.exception
+    assert callbacks(r) == ["s|RuntimeError: failing on purpose: s"]
+    assert json.loads(row.payload)["errors"][-1]["error"] == "RuntimeError: failing on purpose: s"

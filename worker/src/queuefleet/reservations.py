@@ -142,8 +142,12 @@ class Reservations:
         return not kept
 
     def rewrite(self, entry: Reserved, payload: str) -> bool:
-        """Replace the stored payload of `entry` (still reserved); False when its lease was lost."""
-        return rewrite(self.link.call, self.prefix, entry, payload)
+        """Replace the stored payload of `entry` (still reserved); False when its lease was lost.
+        `entry.raw` follows, so the watchdog sees the job as it now is in Redis."""
+        if not rewrite(self.link.call, self.prefix, entry, payload):
+            return False
+        entry.raw = payload.encode()
+        return True
 
     def give_back_waiting(self) -> None:
         """Hand back every reserved-ahead job, to the front of its queue, attempt not counted."""

@@ -63,10 +63,16 @@ class Watchdog:
 
     def _end(self, *, overdue: bool) -> None:
         entry, guard = self.reservations.current, self.guard
+        what = "handler"
         if entry is not None:
             try:
-                if overdue:
-                    job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
+                # As the job is in Redis now: once it failed for good, its payload was marked
+                # (failure noted, callbacks called) before any callback ran (failures.py).
+                job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost)
+                if job.failure is not None:
+                    what = "failure callback"  # stuck in a callback: store the failure as marked, never call again
+                    self.failures.fail(entry, Outcome(Kind.STORE, job, job.failure), self._release, self._ack, None)
+                elif overdue:
                     error = f"JobTimeout: {job.job} ran past its timeout of {guard.timeout:g}s and did not stop; the worker exits"
                     self.failures.failed_attempt(entry, Outcome(Kind.ERROR, job, error, guard.running_for()), self._release,
                                                  self._ack, None)
@@ -74,6 +80,6 @@ class Watchdog:
                     self._release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, count_attempt=False, front=True))
             except Exception as exc:  # noqa: BLE001 - exiting is what matters now
                 print(f"queuefleet watchdog: {exc.__class__.__name__}: {exc}", file=self.failures.stderr, flush=True)
-        self.log.event("stopping", f"worker {self.worker_id} exits: handler of job {guard.job_id} ({guard.job_name}) did not stop")
+        self.log.event("stopping", f"worker {self.worker_id} exits: {what} of job {guard.job_id} ({guard.job_name}) did not stop")
         self.log.flush()
         self.hard_exit(1 if overdue else 0)
