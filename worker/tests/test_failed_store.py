@@ -207,6 +207,33 @@ def test_a_failed_job_is_acked_once_stored_and_a_quick_retry_loses_nothing(cli, 
     assert r.hlen("queuefleet:payloads") == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_a_reused_producer_id_that_fails_again_is_stored_beside_the_first(backend, request, redis_url, r, tmp_path):
+    """A producer may push its own id again once it is forgotten (a day later by default): if
+    that job fails too, its failure is stored beside the first one, never dropped as if it were
+    the same failure stored twice (issue 25, item 2)."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "mysql_url")
+    cli = QueueCli(redis_url, url, tmp_path)
+    cli.run("migrate")
+    q = Queue.from_url(redis_url, remember_ids=0.001)
+    q.push("qf_testjobs:fail", {"tag": "first"}, id="order-7", tries=1)
+    cli.run("work", "--stop-when-empty")
+    q.push("qf_testjobs:fail", {"tag": "second"}, id="order-7", tries=1)
+    out = cli.run("work", "--stop-when-empty").stdout
+    stored = rows(url)
+    assert sorted(json.loads(row.payload)["data"]["tag"] for row in stored) == ["first", "second"], out
+    assert stored[0].uuid == "order-7" and stored[1].uuid.startswith("dup-") and len(stored[1].uuid) == 36
+    assert f"stored=\"stored as {stored[1].uuid}\"" in out
+    assert r.hlen("queuefleet:payloads") == 0
+    # The same failure recorded twice (a worker that died before its ack) is still one row.
+    store = FailedJobStore(url)
+    for _ in range(2):
+        assert store.record(uuid="order-7", connection="c", queue="default", payload=stored[1].payload,
+                            exception="again").startswith("stored")
+    store.engine.dispose()
+    assert len(rows(url)) == 2
+
+
 # -- forget / flush -----------------------------------------------------------------------
 
 

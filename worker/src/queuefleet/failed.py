@@ -74,6 +74,43 @@ def row_uuid(job_id: str) -> str:
     return "sha1-" + hashlib.sha1(job_id.encode("utf-8", "surrogatepass")).hexdigest()[: UUID_CHARS - 5]
 
 
+def duplicate_uuid(uuid: str, payload: str) -> str:
+    """Where the failure of a second job with a reused id is stored: a hash of the id and the payload."""
+    digest = hashlib.sha1(f"{uuid}\0{payload}".encode("utf-8", "surrogatepass")).hexdigest()
+    return "dup-" + digest[: UUID_CHARS - 4]
+
+
+def _push_of(payload: str) -> tuple[str, float] | None:
+    """(id, pushed_at) of a payload (or of a truncated one's stand-in), None when it has none."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        return None
+    pushed_at = doc.get("pushed_at")
+    if isinstance(pushed_at, bool) or not isinstance(pushed_at, (int, float)):
+        return None
+    return doc["id"], float(pushed_at)
+
+
+def same_push(stored: str, payload: str) -> bool:
+    """Whether two failed-job payloads are one push of a job (stored again after a crash, even with
+    another failed attempt noted), not two jobs that share a producer-given id."""
+    a, b = _push_of(stored), _push_of(payload)
+    if a is None or b is None:
+        return stored == payload
+    return a == b
+
+
+def _how(kind: str, uuid: str, stored_as: str) -> str:
+    return kind if stored_as == uuid else f"{kind} as {stored_as}"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 def truncated_payload(payload: str) -> str:
     """A JSON stand-in for a payload too large to store: what it was, and its first characters."""
     doc: dict[str, Any] = {}
@@ -81,6 +118,8 @@ def truncated_payload(payload: str) -> str:
         original = json.loads(payload)
         if isinstance(original, dict):
             doc = {k: original[k] for k in ("id", "job", "queue") if isinstance(original.get(k), str)}
+            if isinstance(original.get("pushed_at"), (int, float)):
+                doc["pushed_at"] = original["pushed_at"]
     except (ValueError, RecursionError):
         pass
     doc.update({
@@ -177,31 +216,36 @@ class FailedJobStore:
                 if attempt == 2 or not _is_disconnect(exc):
                     raise
 
-    def _insert(self, uuid: str, connection: str, queue: str, payload: str, exception: str) -> None:
-        try:
-            self._write(
-                failed_jobs.insert().values(
-                    uuid=uuid,
-                    connection=connection[:255],
-                    queue=queue[:255],
-                    payload=payload,
-                    exception=exception,
-                    failed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-                )
-            )
-        except IntegrityError:
-            pass  # already stored (a job recorded twice across a crash): at-least-once
+    def _insert(self, uuid: str, connection: str, queue: str, payload: str, exception: str) -> str:
+        """Insert one row; returns the uuid it was stored under. A row already stored under
+        `uuid` is either this very failure (stored before a crash kept it from being acked:
+        nothing to do) or another job that was given the same id by its producer (reused
+        after the id was forgotten): that one is stored beside it, under `dup-<hash>`."""
+        values = {"connection": connection[:255], "queue": queue[:255], "payload": payload, "exception": exception}
+        for candidate in (uuid, duplicate_uuid(uuid, payload)):
+            try:
+                self._write(failed_jobs.insert().values(uuid=candidate, failed_at=_utcnow(), **values))
+                return candidate
+            except IntegrityError:
+                stored = self._payload_of(candidate)
+                if stored is None or same_push(stored, payload):
+                    return candidate  # already stored (or forgotten meanwhile): at least once, never twice
+        raise StoreFailed(f"the failed job {uuid} and its duplicate-id form are both taken by other jobs")
+
+    def _payload_of(self, uuid: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(failed_jobs.c.payload).where(failed_jobs.c.uuid == uuid)).scalar_one_or_none()
 
     def record(self, *, uuid: str, connection: str, queue: str, payload: str, exception: str) -> str:
-        """Store a failed job; returns "stored" or "truncated". Recording the same uuid twice
-        is a no-op. A row the database refuses as it is (a payload over MariaDB's
-        max_allowed_packet, text it cannot hold) is stored again with the payload cut
-        to its start (as JSON saying so) and the error cut too. Raises StoreFailed, with
-        a message fit for a log line, when even that cannot be stored (database down)."""
+        """Store a failed job; returns "stored", "truncated" (and " as <uuid>" when its id was
+        taken by another job, see `_insert`). Recording the same failure twice stores one row.
+        A row the database refuses as it is (a payload over MariaDB's max_allowed_packet,
+        text it cannot hold) is stored again with the payload cut to its start (as JSON
+        saying so) and the error cut too. Raises StoreFailed, with a message fit for a log
+        line, when even that cannot be stored (database down)."""
         uuid = row_uuid(uuid)
         try:
-            self._insert(uuid, connection, queue, payload, exception)
-            return "stored"
+            return _how("stored", uuid, self._insert(uuid, connection, queue, payload, exception))
         except DBAPIError as exc:
             first = exc
         if _is_disconnect(first) and len(payload) + len(exception) < KEEP_PAYLOAD:
@@ -209,8 +253,9 @@ class FailedJobStore:
         small_exception = exception if len(exception) <= KEEP_EXCEPTION else exception[:KEEP_EXCEPTION] + "\n... (cut)"
         small_payload = truncated_payload(payload) if len(payload) > KEEP_PAYLOAD or not payload.isascii() else payload
         try:
-            self._insert(uuid, connection, queue, small_payload, small_exception.encode("ascii", "backslashreplace").decode())
-            return "truncated"
+            stored_as = self._insert(uuid, connection, queue, small_payload,
+                                     small_exception.encode("ascii", "backslashreplace").decode())
+            return _how("truncated", uuid, stored_as)
         except DBAPIError as exc:
             raise StoreFailed(f"{describe_db_error(exc)} (first attempt: {describe_db_error(first)})") from None
 
@@ -246,7 +291,7 @@ class FailedJobStore:
     def flush(self, hours: float | None = None) -> int:
         statement = delete(failed_jobs)
         if hours is not None:
-            cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=hours)
+            cutoff = _utcnow() - dt.timedelta(hours=hours)
             statement = statement.where(failed_jobs.c.failed_at < cutoff)
         return self._write(statement).rowcount
 
