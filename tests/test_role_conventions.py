@@ -123,7 +123,11 @@ PROJECT = ROLES_DIR.parent
 def collection_filter_names():
     """The filters of plugins/filter/ by the names their FilterModule gives them."""
     import importlib.util
+    import sys
 
+    # Filters import the collection's module_utils by their collection names (collections/ links the checkout).
+    if str(PROJECT / "collections") not in sys.path:
+        sys.path.insert(0, str(PROJECT / "collections"))
     names = set()
     for path in sorted((PROJECT / "plugins" / "filter").glob("*.py")):
         spec = importlib.util.spec_from_file_location(f"qf_filter_{path.stem}", path)
