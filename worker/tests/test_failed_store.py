@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import threading
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from conftest import QueueCli, executed
 from servers import TcpProxy, wait_for
 from queuefleet import Queue
-from queuefleet.failed import FailedJobStore, failed_jobs
+from queuefleet.failed import FailedJobStore, failed_jobs, retry_failed
 
 COLUMNS = {"id", "uuid", "connection", "queue", "payload", "exception", "failed_at"}
 WIDE = {"COLUMNS": "250"}  # rich must not fold ids and uuids in `queue failed`
@@ -232,6 +233,39 @@ def test_a_reused_producer_id_that_fails_again_is_stored_beside_the_first(backen
                             exception="again").startswith("stored")
     store.engine.dispose()
     assert len(rows(url)) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_retrying_one_failed_job_twice_at_once_pushes_it_once(backend, request, redis_url, r, tmp_path):
+    """Two retries of one row at once (a double click on the dashboard, two `queue retry` runs):
+    each read the row before either acted; the row is claimed in a transaction before the push,
+    so the job is pushed once and the loser is told (issue 25, item 4)."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "mysql_url")
+    cli = QueueCli(redis_url, url, tmp_path)
+    cli.run("migrate")
+    fail_jobs(cli, redis_url, [("default", "twice")])
+    clients = [(FailedJobStore(url), Queue.from_url(redis_url)) for _ in range(2)]
+    rows_read = [store.find(["1"])[0][0] for store, _ in clients]
+    together = threading.Barrier(2)
+    results: list = []
+
+    def retry(store, queue, row) -> None:
+        together.wait()
+        results.append(retry_failed(store, queue, row))
+
+    threads = [threading.Thread(target=retry, args=(*client, row)) for client, row in zip(clients, rows_read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and sum(job is not None for job in results) == 1, results
+    assert r.llen("queuefleet:queue:default") == 1
+    assert rows(url) == []
+    for store, _ in clients:
+        store.engine.dispose()
+    # From the shell, a second retry of the same id says that it is gone.
+    again = cli.run("retry", "1", check=False)
+    assert again.returncode == 1 and again.stderr.strip() == "queue: no failed job 1"
 
 
 # -- forget / flush -----------------------------------------------------------------------

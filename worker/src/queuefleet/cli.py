@@ -661,6 +661,9 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
         except PayloadError as exc:
             click.echo(f"skipped {row.id}: cannot be retried, {exc}", err=True)
             continue
+        if job is None:
+            missing.append(f"{row.id} (retried or forgotten meanwhile)")
+            continue
         retried += 1
         click.echo(f"retried {row.id} ({row.uuid}) as {job.id} on queue {job.queue}")
     for item in missing:

@@ -150,6 +150,8 @@ class Dashboard:
             self.store.forget([row.id])
             return f"dashboard: forgot {row.id} ({row.uuid})"
         job = retry_failed(self.store, self.queue, row)
+        if job is None:
+            return None  # retried or forgotten meanwhile (a double click)
         return f"dashboard: retried {row.id} ({row.uuid}) as {job.id} on queue {job.queue}"
 
 

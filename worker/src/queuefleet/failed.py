@@ -12,8 +12,9 @@ import datetime as dt
 import hashlib
 import json
 import uuid as uuidlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -282,6 +283,14 @@ class FailedJobStore:
         found = {str(r.id) for r in rows} | {r.uuid for r in rows}
         return rows, [i for i in ids if i not in found and row_uuid(i) not in found]
 
+    @contextmanager
+    def claim(self, row_id: int) -> Iterator[bool]:
+        """Delete row `row_id` in a transaction that commits when the block ends (rolls back if it
+        raises); yields whether this call deleted it. A second claim of the same row waits for
+        the first one's transaction, then finds nothing."""
+        with self.engine.begin() as conn:
+            yield conn.execute(delete(failed_jobs).where(failed_jobs.c.id == row_id)).rowcount == 1
+
     def forget(self, ids: Iterable[int]) -> int:
         ids = list(ids)
         if not ids:
@@ -300,9 +309,13 @@ class FailedJobStore:
             return int(conn.execute(select(func.count()).select_from(failed_jobs)).scalar_one())
 
 
-def retry_failed(store: FailedJobStore, queue: Queue, row: FailedJob) -> Job:
-    """Push a failed job back onto its queue with its attempts reset, then forget its row;
-    returns the job as pushed. Raises PayloadError when the row's payload is not a job."""
+def retry_failed(store: FailedJobStore, queue: Queue, row: FailedJob) -> Job | None:
+    """Push a failed job back onto its queue with its attempts reset and forget its row, as one
+    step: the row is claimed (deleted in a transaction) before the push and the transaction
+    commits after it, so two retries of one row at once (a double click, two `queue retry`
+    runs) push it once, and a push that fails leaves the row. Returns the job as pushed, None
+    when another retry or forget took the row first. Raises PayloadError when the row's
+    payload is not a job (nothing is changed)."""
     from .payload import Job
 
     job = Job.decode(row.payload)
@@ -310,10 +323,12 @@ def retry_failed(store: FailedJobStore, queue: Queue, row: FailedJob) -> Job:
     job.failure = None
     # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
     # would delete the retried job's payload), and a quick second failure must not collide
-    # with the old row's uuid before that row is forgotten below.
+    # with the old row's uuid.
     job.id = str(uuidlib.uuid4())
-    queue.push_job(job)
-    store.forget([row.id])
+    with store.claim(row.id) as claimed:
+        if not claimed:
+            return None
+        queue.push_job(job)
     return job
 
 
