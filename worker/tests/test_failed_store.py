@@ -395,3 +395,30 @@ def test_database_outage_when_a_job_fails_keeps_the_job_in_redis(mariadb, mysql_
         assert worker.wait() == 0
     finally:
         proxy.cut()
+
+
+def test_a_blackholed_database_fails_the_store_in_bounded_time_and_the_worker_carries_on(mariadb, mysql_cli, mysql_url,
+                                                                                          redis_url, r):
+    """A database that stops answering without closing anything (a blackhole) used to hang the
+    worker's main thread for ever, while its keeper kept the lease alive. Every call now has a
+    connect, read and write timeout (issue 25, item 6)."""
+    proxy = TcpProxy(mariadb.port)
+    proxy.start()
+    via_proxy = mysql_url.replace(f":{mariadb.port}/", f":{proxy.port}/")
+    try:
+        worker = mysql_cli.spawn("--sleep", "0.2", env={"QUEUEFLEET_DATABASE_URL": via_proxy, "QUEUEFLEET_DATABASE_TIMEOUT": "1"})
+        worker.wait_log("STARTING")
+        proxy.stall()
+        job_id = Queue.from_url(redis_url).push("qf_testjobs:fail", {"tag": "blackholed"}, tries=1)
+        worker.wait_log(f"cannot store failed job {job_id}", timeout=30)
+        assert r.zscore("queuefleet:queue:default:delayed", job_id) is not None  # kept in Redis, nothing lost
+        Queue.from_url(redis_url).push("qf_testjobs:record", {"tag": "next"})
+        wait_for(lambda: executed(r) == ["next"], what="the next job while the database is blackholed")
+        proxy.heal()
+        r.zadd("queuefleet:queue:default:delayed", {job_id: 0})
+        row = wait_for(lambda: (rows(mysql_url) or [None])[0], timeout=30, what="the failed row once it answers")
+        assert row.uuid == job_id
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+    finally:
+        proxy.cut()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 import redis
 
-from .failed import DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
+from .failed import DATABASE_TIMEOUT, DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
 from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, check_unique_key, parse_backoff
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
@@ -24,10 +24,11 @@ EXIT_UNAVAILABLE = 1
 
 
 class Context:
-    def __init__(self, redis_url: str, database_url: str, prefix: str) -> None:
+    def __init__(self, redis_url: str, database_url: str, prefix: str, database_timeout: float = DATABASE_TIMEOUT) -> None:
         self.redis_url = redis_url
         self.database_url = database_url
         self.prefix = prefix
+        self.database_timeout = database_timeout
 
     def queue(self) -> Queue:
         q = Queue.from_url(self.redis_url, prefix=self.prefix)
@@ -41,7 +42,7 @@ class Context:
 
     def store(self, *, check: bool = True) -> FailedJobStore:
         try:
-            store = FailedJobStore(self.database_url)
+            store = FailedJobStore(self.database_url, timeout=self.database_timeout)
         except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
             _die(f"bad database URL {redacted_url(self.database_url)}: {exc}")
         if check:
@@ -179,12 +180,15 @@ def _backoff(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     show_default=True,
     help="SQLAlchemy URL of the failed-jobs database (mysql+pymysql://... in production).",
 )
+@click.option("--database-timeout", envvar="QUEUEFLEET_DATABASE_TIMEOUT", default=DATABASE_TIMEOUT, show_default=True,
+              type=float, callback=_positive("--database-timeout"), metavar="SECONDS",
+              help="Longest a MySQL/MariaDB connect, read or write may take before the call fails.")
 @click.option("--prefix", envvar="QUEUEFLEET_PREFIX", default=DEFAULT_PREFIX, show_default=True, help="Redis key prefix.")
 @click.version_option(package_name="queuefleet")
 @click.pass_context
-def main(ctx: click.Context, redis_url: str, database_url: str, prefix: str) -> None:
+def main(ctx: click.Context, redis_url: str, database_url: str, database_timeout: float, prefix: str) -> None:
     """queuefleet: a Redis job queue and worker, with failed jobs in SQL."""
-    ctx.obj = Context(redis_url, database_url, prefix)
+    ctx.obj = Context(redis_url, database_url, prefix, database_timeout)
 
 
 @main.command()
@@ -521,7 +525,7 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
     _check_redis_url(obj.redis_url)
     client = client_from_url(obj.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        store = FailedJobStore(obj.database_url)
+        store = FailedJobStore(obj.database_url, timeout=obj.database_timeout)
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
         _die(f"bad database URL {redacted_url(obj.database_url)}: {exc}")
     settings = ExporterSettings(obj.prefix, pools=pools, backlog=backlog, max_age=max_age, release_file=release_file)

@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 DEFAULT_DATABASE_URL = "sqlite:///queuefleet.sqlite3"
+DATABASE_TIMEOUT = 10.0  # seconds a MySQL/MariaDB connect, read or write may take (see make_engine)
 
 metadata = MetaData()
 failed_jobs = Table(
@@ -171,7 +172,10 @@ class FailedJob:
         }
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout: float = DATABASE_TIMEOUT) -> Engine:
+    """An engine whose every call is bounded: on MySQL/MariaDB `timeout` seconds to connect, and
+    for each read and write (PyMySQL's connect_timeout, read_timeout, write_timeout; a value in
+    the URL's query wins), so a blackholed server fails the call instead of hanging the worker."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
@@ -179,8 +183,11 @@ def make_engine(url: str) -> Engine:
         kwargs["pool_recycle"] = 280
         kwargs["pool_size"] = 2
         kwargs["max_overflow"] = 2
+        kwargs["pool_timeout"] = timeout
         if url.startswith("mysql"):
-            kwargs["connect_args"] = {"connect_timeout": 5}
+            given = make_url(url).query
+            kwargs["connect_args"] = {key: timeout for key in ("connect_timeout", "read_timeout", "write_timeout")
+                                      if key not in given}
     return create_engine(url, **kwargs)
 
 
@@ -189,9 +196,9 @@ def _is_disconnect(exc: DBAPIError) -> bool:
 
 
 class FailedJobStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = DATABASE_TIMEOUT) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeout)
 
     def migrate(self) -> bool:
         """Create the table if missing; True when it was created."""
