@@ -14,16 +14,17 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-guard test-roles test-preflight test-check-fresh test-consumer test-worker test-rules test-molecule test-multihost test
+.PHONY: help setup engine demo demo-down lint test-sanity test-guard test-roles test-preflight test-check-fresh test-consumer test-worker test-rules test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
 	@echo "make demo-down   remove the demo container"
-	@echo "make test        setup + lint + worker tests + alert rule tests + deploy guard + role checks + molecule scenario(s)"
+	@echo "make test        setup + lint + ansible-test sanity + worker tests + alert rule tests + deploy guard + role checks + molecule scenario(s)"
 	@echo "make setup       install system packages, the controller venv and collections (idempotent)"
 	@echo "make lint        yamllint + ansible-lint (production profile)"
 	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (roles/monitoring/files/)"
-	@echo "make test-worker / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-consumer / test-molecule / test-multihost   single test stages"
+	@echo "make test-sanity ansible-test sanity on the collection as built (offline, no containers)"
+	@echo "make test-worker / test-sanity / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-consumer / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -40,6 +41,12 @@ demo-down:
 lint: setup
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+
+# ansible-test sanity on the collection as `ansible-galaxy collection build` makes it (tests/sanity.sh):
+# the tests that run offline on the controller's Python, without containers; ignores with their
+# reasons in tests/sanity/ignore-<ansible-core version>.txt.
+test-sanity: setup
+	bash tests/sanity.sh
 
 test-worker: setup
 	@if [ -f worker/pyproject.toml ] && [ -d worker/tests ]; then \
@@ -61,7 +68,9 @@ test-guard: setup
 # Role conventions (defaults vs argument specs, headers) and each role
 # stopping on bad inventory before anything changes.
 test-roles: setup
-	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py -q
+	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py \
+	  tests/test_preflight_capacity.py tests/test_postdeploy_check.py tests/test_host_report.py tests/test_packages_action.py \
+	  tests/test_config_backup_paths.py -q
 	bash tests/role_validation.sh
 	bash tests/prune_release.sh
 
@@ -91,6 +100,6 @@ test-consumer: setup engine
 	bash tests/consumer.sh
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-consumer test-molecule test-multihost
-	@echo "make test: lint, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-consumer, test-molecule and test-multihost all passed"
-	@echo "stages: 10 passed, 0 failed"
+test: setup lint test-sanity test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-consumer test-molecule test-multihost
+	@echo "make test: lint, test-sanity, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-consumer, test-molecule and test-multihost all passed"
+	@echo "stages: 11 passed, 0 failed"

@@ -42,7 +42,87 @@ options:
     description: Snapshot to restore, a file name (with or without .tar.gz) or C(latest).
     type: str
     default: latest
-author: queuefleet
+version_added: 1.0.0
+author: queuefleet (@queuefleet)
+notes:
+  - Needs root to read and restore the files; the snapshots hold passwords (mode 0600, O(dir) mode 0700).
+  - Check mode writes nothing; C(commit) and C(restore) report what they would do.
+"""
+
+EXAMPLES = r"""
+- name: Stage a snapshot before a change
+  queuefleet.fleet.config_backup:
+    action: stage
+    paths: [/etc/nginx/nginx.conf, /etc/nginx/sites-enabled/*]
+    release: "{{ current_release }}"
+
+- name: Keep it if the run changed one of the files
+  queuefleet.fleet.config_backup:
+    action: commit
+    keep: 10
+  register: snapshot
+
+- name: Put back the newest snapshot
+  queuefleet.fleet.config_backup:
+    action: restore
+    name: latest
+  register: restored
+  diff: false  # the files hold passwords
+"""
+
+RETURN = r"""
+staged:
+  description: The staged tarball (C(stage)).
+  type: str
+  returned: when O(action=stage), outside check mode
+files:
+  description: The files the staged tarball holds (C(stage)).
+  type: list
+  elements: str
+  returned: when O(action=stage), outside check mode
+promoted:
+  description: The snapshot an unfinished earlier run's staged tarball was kept as (C(stage)), else null.
+  type: str
+  returned: when O(action=stage)
+snapshot:
+  description: The snapshot kept (C(commit); null when nothing changed) or restored (C(restore)).
+  type: str
+  returned: when O(action=commit) or O(action=restore)
+  sample: 20261123T014836Z-b004d8e441bb.tar.gz
+differs:
+  description: The files that changed since the stage (C(commit)).
+  type: list
+  elements: str
+  returned: when O(action=commit)
+pruned:
+  description: The oldest snapshots removed beyond O(keep).
+  type: list
+  elements: str
+  returned: when O(action=stage) or O(action=commit)
+snapshots:
+  description: The snapshots, newest first, each with its name, size in bytes, release and files (C(list)).
+  type: list
+  elements: dict
+  returned: when O(action=list)
+release:
+  description: The release that ran when the restored snapshot was taken (C(restore)).
+  type: str
+  returned: when O(action=restore)
+restored:
+  description: The files written back (C(restore)).
+  type: list
+  elements: str
+  returned: when O(action=restore)
+removed:
+  description: Files matching a wildcard pattern of the snapshot that it did not hold, removed (C(restore)).
+  type: list
+  elements: str
+  returned: when O(action=restore)
+touched:
+  description: RV(restored) and RV(removed) together, sorted (C(restore)); what the caller reloads.
+  type: list
+  elements: str
+  returned: when O(action=restore)
 """
 
 import fnmatch

@@ -86,21 +86,45 @@ redis:
   type: dict
   returned: always
   contains:
-    version: {description: redis_version of INFO server., type: str, sample: 8.0.2}
-    appendonly: {description: CONFIG GET appendonly., type: str}
-    appendfsync: {description: CONFIG GET appendfsync., type: str}
-    maxmemory: {description: CONFIG GET maxmemory in bytes (0 is no limit)., type: int}
-    maxmemory_policy: {description: CONFIG GET maxmemory-policy., type: str}
-    unauthenticated_ping: {description: The first line Redis answers a PING without password with., type: str}
+    version:
+      description: redis_version of C(INFO server).
+      type: str
+      sample: 8.0.2
+    appendonly:
+      description: C(CONFIG GET appendonly).
+      type: str
+    appendfsync:
+      description: C(CONFIG GET appendfsync).
+      type: str
+    maxmemory:
+      description: C(CONFIG GET maxmemory), in bytes (0 is no limit).
+      type: int
+    maxmemory_policy:
+      description: C(CONFIG GET maxmemory-policy).
+      type: str
+    unauthenticated_ping:
+      description: The first line Redis answers a PING without password with.
+      type: str
+      sample: NOAUTH Authentication required.
 mysql:
   description: What MariaDB says, or V(null) when not asked or not running.
   type: dict
   returned: always
   contains:
-    version: {description: "@@version.", type: str}
-    databases: {description: Databases other than the system ones., type: list, elements: str}
-    app_users: {description: Accounts (user@host) other than root, mysql and mariadb.sys., type: list, elements: str}
-    anonymous_users: {description: Accounts with an empty user name., type: int}
+    version:
+      description: C(@@version).
+      type: str
+    databases:
+      description: Databases other than the system ones.
+      type: list
+      elements: str
+    app_users:
+      description: Accounts (user@host) other than root, mysql and mariadb.sys.
+      type: list
+      elements: str
+    anonymous_users:
+      description: Accounts with an empty user name.
+      type: int
 supervisor:
   description: The programs supervisord runs, or V(null) when not asked or not running.
   type: dict

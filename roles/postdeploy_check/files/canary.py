@@ -24,7 +24,7 @@ def read_env(path: str) -> dict[str, str]:
             line = line.strip()
             if not line or line.startswith("#") or "=" not in line:
                 continue
-            key, _, value = line.removeprefix("export ").partition("=")
+            key, dummy, value = line.removeprefix("export ").partition("=")
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
@@ -33,7 +33,7 @@ def read_env(path: str) -> dict[str, str]:
 
 
 def importable(job: str) -> str:
-    module, _, func = job.partition(":")
+    module, dummy, func = job.partition(":")
     try:
         handler = getattr(importlib.import_module(module), func, None)
     except Exception as exc:  # noqa: BLE001
@@ -76,7 +76,7 @@ def main() -> None:
     for base in todo:
         data = json.dumps({"canary": True, "pool": base["pool"], "at": time.time()})
         out = subprocess.run(queue_cmd + ["push", base["job"], "--queue", base["queue"], "--tries", "1", "--data", data],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         if out.returncode != 0:
             results.append({**base, "result": "failed", "error": (out.stderr or out.stdout).strip()})
         else:
@@ -88,14 +88,14 @@ def main() -> None:
             results.append({**base, "id": job_id, "result": "done", "seconds": round(time.monotonic() - started, 2)})
         if pending:
             time.sleep(0.2)
-    for job_id, (base, _) in pending.items():
+    for job_id, (base, dummy) in pending.items():
         results.append({**base, "id": job_id, "result": "timeout", "seconds": args.timeout,
                         "error": f"not processed within {args.timeout:g}s"})
     # A processed canary that ended in failed_jobs did not succeed: say why, and remove the row.
     done = [r for r in results if r["result"] == "done"]
     by_uuid = {}
     for queue in sorted({r["queue"] for r in done}):
-        out = subprocess.run(queue_cmd + ["failed", "--json", "--queue", queue], capture_output=True, text=True)
+        out = subprocess.run(queue_cmd + ["failed", "--json", "--queue", queue], capture_output=True, text=True, check=False)
         rows = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
         by_uuid.update({row.get("uuid"): row for row in rows})
     for result in done:
@@ -103,7 +103,7 @@ def main() -> None:
         if row:
             lines = [line for line in (row.get("exception") or "").splitlines() if line.strip()]
             result.update(result="failed", error=lines[-1] if lines else "failed")
-            subprocess.run(queue_cmd + ["forget", str(row.get("id"))], capture_output=True, text=True)
+            subprocess.run(queue_cmd + ["forget", str(row.get("id"))], capture_output=True, text=True, check=False)
     print(json.dumps({"results": sorted(results, key=lambda r: r["pool"])}))
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build, or reuse, the wheelhouses of one release on the controller.
 
 The release id is a hash of the code that goes into it: the local packages (a
@@ -144,7 +143,7 @@ def target_only_requirements(wheel_dir: Path, python_version: str) -> set[str]:
 
 def pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.stderr.write(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n")
         sys.exit(result.returncode)
@@ -162,7 +161,7 @@ def fetch_for(wheel_dir: Path, python_version: str, platform: str, names: list[s
     if names:
         pip(*download, *names)
     fetched: set[str] = set()
-    for _ in range(3):
+    for dummy in range(3):
         extra = target_only_requirements(wheel_dir, python_version) - fetched
         if not extra:
             break
