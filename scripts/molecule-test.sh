@@ -3,9 +3,9 @@
 #   destroy, syntax, create, converge, idempotence, verify (molecule's test sequence, step
 #   by step), then `converge -- --check --diff` on the converged host, which must report
 #   changed=0, and finally destroy (also on failure).
-# The idempotence and check-mode runs turn off the converged-role skip
-# (QUEUEFLEET_CONVERGED_SKIP=false): every task of every role runs and must change nothing,
-# instead of the roles ending early on a host they just converged.
+# Idempotence is checked twice: with the converged-role skip off (QUEUEFLEET_CONVERGED_SKIP=false:
+# every task of every role runs and must change nothing) and on, as users run it (each role must
+# find the host as its full run left it and end after its probe). The check-mode run turns it off.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +23,8 @@ molecule syntax -s "$SCENARIO"
 molecule create -s "$SCENARIO"
 molecule converge -s "$SCENARIO"
 QUEUEFLEET_CONVERGED_SKIP=false molecule idempotence -s "$SCENARIO"
+echo "== idempotence with the converged-role skip on"
+molecule idempotence -s "$SCENARIO"
 molecule verify -s "$SCENARIO"
 
 echo "== check mode on the converged host: ansible-playbook --check --diff must change nothing"
