@@ -571,6 +571,38 @@ def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url,
     assert again.reclaimed == 1 and "took back 1 job(s)" in log.getvalue()
 
 
+def test_reclaim_and_reap_read_one_workers_index_not_every_reservation(redis_url, r):
+    """Reclaim (after a fetch whose reply was lost: after an outage, every worker at once) and
+    reap find a worker's reservations by its own index: the Redis work does not grow with the
+    other workers' reservations (issue 25, item 7; bench/RECOVERY.md measures a fleet)."""
+    q = Queue.from_url(redis_url)
+    q.push_many([(RECORD, {"tag": str(i)}) for i in range(2003)])
+    run = client_runner(r)
+
+    def reserve(base: str, n: int, keep=None):
+        return protocol.fetch(run, "queuefleet", ["default"], token_base=base, host="h", lease_ms=60_000, max_jobs=n,
+                              keep=keep)
+
+    for k in range(20):
+        reserve(f"other:{k}:x", 100)  # 2,000 reservations of twenty other workers
+    mine = reserve("mine:1:x", 3).jobs
+
+    def commands_run() -> int:
+        """Redis commands run since the last reset, scripts' own calls included (not the script calls)."""
+        return sum(v["calls"] for name, v in r.info("commandstats").items()
+                   if not name.startswith(("cmdstat_evalsha", "cmdstat_info", "cmdstat_config", "cmdstat_client")))
+
+    r.config_resetstat()
+    assert reserve("mine:1:x", 0, keep=[mine[0].id]).reclaimed == 2  # the two it never heard of go back
+    assert commands_run() < 50
+    r.config_resetstat()
+    known = f"{mine[0].token} {mine[0].id}"
+    assert protocol.reap(run, "queuefleet", "ns", "mine:1", "value", "mine:1:x", known) == ([mine[0].id], 0)
+    assert commands_run() < 50
+    assert r.keys("queuefleet:holder:mine:*") == []
+    assert q.sizes(["default"])["default"] == {"ready": 3, "delayed": 0, "reserved": 2000}
+
+
 def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(redis_url, r):
     """No set inside the worker grows with jobs it no longer holds."""
     from queuefleet.identity import current_identity

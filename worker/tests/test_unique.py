@@ -30,6 +30,7 @@ def test_a_unique_job_pushed_twice_while_the_first_runs_runs_once(cli, r, redis_
     wait_for(lambda: r.lrange("started", 0, -1) == [b"one"], what="the first job to start")
     assert q.push("qf_testjobs:slow", {"tag": "two", "seconds": 0}, unique_key="sync") == first
     wait_for(lambda: executed(r) == ["one"], what="the first job to finish")
+    wait_for(lambda: not r.hexists("queuefleet:payloads", first), what="the first job's ack")
     # Finished: the key is free again.
     third = q.push("qf_testjobs:slow", {"tag": "three", "seconds": 0}, unique_key="sync")
     assert third != first

@@ -116,7 +116,7 @@ class Keeper(threading.Thread):
                 continue
             known = read_note(neighbour.pid, neighbour.instance)
             blamed, given_back = reap(self.run_script, self.settings.prefix, self.identity.namespace, worker_id, value,
-                                      neighbour.token_base, known, neighbour.queues)
+                                      neighbour.token_base, known)
             remove_note(neighbour.pid, neighbour.instance)
             self.reaped += len(blamed) + given_back
             if blamed or given_back:

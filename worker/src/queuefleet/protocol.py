@@ -174,11 +174,11 @@ def heartbeat(run: Runner, prefix: str, worker_id: str, ttl_s: int, namespace: s
     return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def reap(run: Runner, prefix: str, namespace: str, worker_id: str, registry_value: str, token_base: str, known: str,
-         queues: Sequence[str]) -> tuple[list[str], int]:
+def reap(run: Runner, prefix: str, namespace: str, worker_id: str, registry_value: str, token_base: str,
+         known: str) -> tuple[list[str], int]:
     """Take back a dead worker's reservations (`known`: the job it noted as running, '' if
     unreadable); returns (blamed job ids, jobs given back unblamed)."""
-    blamed, given_back = run("reap", [prefix, namespace, worker_id, registry_value, token_base, known, *queues])
+    blamed, given_back = run("reap", [prefix, namespace, worker_id, registry_value, token_base, known])
     return [text(b) for b in blamed], int(given_back)
 
 

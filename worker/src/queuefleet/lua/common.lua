@@ -13,7 +13,10 @@
 --                P:uniques           hash, id -> unique key, for jobs pushed with one
 -- Per unique key: P:unique:<key>     string, id of the queued or running job that holds the
 --                                  key (expires after the push's unique_for)
--- Per worker:    P:running:<base>  "<token> <id>" of the suspect job the worker with lease
+-- Per worker:    P:holder:<base>   hash, id -> queue of every job the worker with lease tokens
+--                                  <base>:<n> holds (the index that reclaim and reap read, so
+--                                  neither scans the reserved sets); kept alive by the heartbeat
+--                P:running:<base>  "<token> <id>" of the suspect job the worker with lease
 --                                  tokens <base>:<n> runs now (set before such a job starts,
 --                                  kept alive by the heartbeat, so it outlives the worker by a
 --                                  lease). Every job is also noted in a file on the worker's
@@ -54,6 +57,7 @@ function K.workers(p) return p .. ':workers' end
 function K.worker(p, id) return p .. ':worker:' .. id end
 function K.registry(p, ns) return p .. ':registry:' .. ns end
 function K.running(p, base) return p .. ':running:' .. base end
+function K.holder(p, base) return p .. ':holder:' .. base end
 function K.stats_jobs(p) return p .. ':stats:jobs' end
 function K.stats_durations(p) return p .. ':stats:durations' end
 function K.stats_minute(p, minute) return p .. ':stats:minute:' .. minute end
@@ -187,6 +191,42 @@ local function forget(p, ids)
   end
 end
 
+-- Drop ids[i], held under tokens[i], from their holders' indexes (one HDEL per holder).
+local function unhold(p, ids, tokens)
+  local by_holder = {}
+  for i, id in ipairs(ids) do
+    local base = token_base(tokens[i])
+    by_holder[base] = by_holder[base] or {}
+    table.insert(by_holder[base], id)
+  end
+  for base, list in pairs(by_holder) do each_chunk('HDEL', K.holder(p, base), list) end
+end
+
+-- The reservations of the worker with lease tokens base:<n>, from its index: {id, queue, token}
+-- for each job that is still reserved under such a token (index entries that are not, left by a
+-- job taken over or gone, are dropped).
+local function held_by(p, base)
+  local key, mine = K.holder(p, base), base .. ':'
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return {} end
+  local ids, tokens = {}, {}
+  for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+  for s = 1, #ids, 1000 do
+    for _, t in ipairs(redis.call('HMGET', K.tokens(p), unpack(ids, s, math.min(s + 999, #ids)))) do tokens[#tokens + 1] = t end
+  end
+  local held, stale = {}, {}
+  for i, id in ipairs(ids) do
+    local token, queue = tokens[i], flat[2 * i]
+    if token and string.sub(token, 1, #mine) == mine and redis.call('ZSCORE', K.reserved(p, queue), id) then
+      held[#held + 1] = {id, queue, token}
+    else
+      stale[#stale + 1] = id
+    end
+  end
+  if #stale > 0 then each_chunk('HDEL', key, stale) end
+  return held
+end
+
 -- Ack (queue, id, token, tally) entries from ARGV[first ..] (tally: see tally_add). Fenced: only the holder of
 -- the current lease token deletes the job. Returns the ids whose lease the caller
 -- no longer held and that are still stored (another worker may run them again);
@@ -201,11 +241,12 @@ local function ack_entries(p, first, n)
   for s = 1, #ids, 1000 do
     for _, t in ipairs(redis.call('HMGET', K.tokens(p), unpack(ids, s, math.min(s + 999, #ids)))) do tokens[#tokens + 1] = t end
   end
-  local done, by_queue, other, t = {}, {}, {}, new_tally()
+  local done, tokens_of_done, by_queue, other, t = {}, {}, {}, {}, new_tally()
   for i = 0, n - 1 do
     local queue, id = ARGV[first + 4 * i], ids[i + 1]
     if tokens[i + 1] == ARGV[first + 4 * i + 2] then
       done[#done + 1] = id
+      tokens_of_done[#tokens_of_done + 1] = tokens[i + 1]
       tally_add(t, queue, ARGV[first + 4 * i + 3])
       by_queue[queue] = by_queue[queue] or {}
       table.insert(by_queue[queue], id)
@@ -214,6 +255,7 @@ local function ack_entries(p, first, n)
     end
   end
   for queue, list in pairs(by_queue) do each_chunk('ZREM', K.reserved(p, queue), list) end
+  unhold(p, done, tokens_of_done)
   forget(p, done)
   if t.any then tally_write(p, t, now_ms()) end
   local lost = {}
@@ -246,6 +288,7 @@ local function requeue_orphan(p, queue, id, known)
     end
   end
   redis.call('ZREM', K.reserved(p, queue), id)
+  if token then redis.call('HDEL', K.holder(p, token_base(token)), id) end
   if suspect then redis.call('HSET', K.tokens(p), id, 'suspect') else redis.call('HDEL', K.tokens(p), id) end
   redis.call('HINCRBY', K.attempts(p), id, -1)
   if blamed then

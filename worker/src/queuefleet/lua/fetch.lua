@@ -6,7 +6,7 @@
 -- ARGV: prefix, token_base, host, lease_ms, max_n, migrate_limit, n_acks, n_keep,
 --       (queue, id, token, tally) * n_acks, id * n_keep, queue1, queue2, ...
 -- n_keep >= 0 asks to take back, first, every reservation of this worker (tokens
--- token_base:*) other than the n_keep ids it knows it holds: what an earlier fetch
+-- token_base:*, found by its index) other than the n_keep ids it knows it holds: what an earlier fetch
 -- reserved when its reply was lost (the worker never saw those jobs, so they go
 -- back to the front, attempt not counted). n_keep = -1: no such check.
 -- Returns {restart, host_restart, next_due_ms, now_ms, lost_ids, token, jobs, wait_keys, running_key,
@@ -25,21 +25,21 @@ local first_keep = 9 + 4 * n_acks
 local first_queue = first_keep + math.max(n_keep, 0)
 local now = now_ms()
 
+-- Reclaim reads this worker's own index (P:holder:<base>), never the reserved sets: after an
+-- outage every worker of a fleet may ask at once.
 local reclaimed = 0
 if n_keep >= 0 then
-  local keep, mine = {}, token_base .. ':'
+  local keep = {}
   for i = first_keep, first_queue - 1 do keep[ARGV[i]] = true end
-  for qi = first_queue, #ARGV do
-    local reserved = K.reserved(p, ARGV[qi])
-    for _, id in ipairs(redis.call('ZRANGE', reserved, 0, -1)) do
-      local token = redis.call('HGET', K.tokens(p), id)
-      if token and not keep[id] and string.sub(token, 1, #mine) == mine then
-        redis.call('ZREM', reserved, id)
-        redis.call('HDEL', K.tokens(p), id)
-        redis.call('HINCRBY', K.attempts(p), id, -1)
-        redis.call('RPUSH', K.ready(p, ARGV[qi]), id)
-        reclaimed = reclaimed + 1
-      end
+  for _, held in ipairs(held_by(p, token_base)) do
+    local id, queue = held[1], held[2]
+    if not keep[id] then
+      redis.call('ZREM', K.reserved(p, queue), id)
+      redis.call('HDEL', K.tokens(p), id)
+      redis.call('HDEL', K.holder(p, token_base), id)
+      redis.call('HINCRBY', K.attempts(p), id, -1)
+      redis.call('RPUSH', K.ready(p, queue), id)
+      reclaimed = reclaimed + 1
     end
   end
 end
@@ -81,13 +81,15 @@ local function reserve(queue, count)
     local tokens = redis.call('HMGET', K.tokens(p), unpack(ids))
     local attempts = redis.call('HMGET', K.attempts(p), unpack(ids))
     local lost = redis.call('HMGET', K.lost(p), unpack(ids))
-    local zadd, hset_tokens, hset_attempts = {}, {}, {}
+    local zadd, hset_tokens, hset_attempts, hset_holder = {}, {}, {}, {}
     for i, id in ipairs(ids) do
       local n = (tonumber(attempts[i]) or 0) + 1
       zadd[#zadd + 1] = now + lease
       zadd[#zadd + 1] = id
       hset_tokens[#hset_tokens + 1] = id
       hset_tokens[#hset_tokens + 1] = token
+      hset_holder[#hset_holder + 1] = id
+      hset_holder[#hset_holder + 1] = queue
       hset_attempts[#hset_attempts + 1] = id
       hset_attempts[#hset_attempts + 1] = n
       jobs[#jobs + 1] = queue
@@ -100,6 +102,7 @@ local function reserve(queue, count)
     redis.call('ZADD', reserved, unpack(zadd))
     redis.call('HSET', K.tokens(p), unpack(hset_tokens))
     redis.call('HSET', K.attempts(p), unpack(hset_attempts))
+    redis.call('HSET', K.holder(p, token_base), unpack(hset_holder))
   end
   -- More work is waiting: make sure another idle worker wakes up for it.
   if redis.call('LLEN', K.ready(p, queue)) > 0 then notify(p, queue, 1, 1) end

@@ -15,6 +15,7 @@ for i = 0, n - 1 do
   if redis.call('HGET', K.tokens(p), id) == token then
     redis.call('ZREM', K.reserved(p, queue), id)
     redis.call('HDEL', K.tokens(p), id)
+    redis.call('HDEL', K.holder(p, token_base(token)), id)
     tally_add(t, queue, ARGV[b + 7])
     if payload ~= '' then redis.call('HSET', K.payloads(p), id, payload) end
     if count == '0' then redis.call('HINCRBY', K.attempts(p), id, -1) end
