@@ -190,3 +190,44 @@ def test_allow_list_decides_by_client_address():
     assert allowed("10.1.2.3", nets) and allowed("127.0.0.1", nets) and allowed("::1", nets)
     assert allowed("::ffff:10.1.2.3", nets)
     assert not allowed("10.2.0.1", nets) and not allowed("192.168.0.1", []) and not allowed("", nets)
+
+
+def test_the_oldest_jobs_age_counts_from_when_it_became_ready_on_the_redis_clock(r, redis_url):
+    """Not from the producer's pushed_at: a producer's clock may be off, and a delayed, retried
+    or released job has not been waiting while it was not due (issue 25, false backlog alerts)."""
+    from queuefleet import Job, protocol
+    from queuefleet.stats import read_stats
+
+    q = Queue.from_url(redis_url)
+    skewed = Job.new("qf_testjobs:record", {"tag": "s"}, "skewed")
+    skewed.pushed_at -= 3600  # its producer's clock is an hour behind
+    q.enqueue(skewed, given_id=False)
+    q.push("qf_testjobs:record", {"tag": "d"}, queue="later", delay=1)
+    wait_for(lambda: protocol.fetch(protocol.client_runner(r), "queuefleet", ["later"], token_base="t:1:x", host="h",
+                                    lease_ms=1000, max_jobs=0) and q.sizes(["later"])["later"]["ready"] == 1,
+             what="the delayed job to come due")
+    ages = read_stats(r, "queuefleet").oldest_age
+    assert ages["skewed"] < 5, ages
+    assert ages["later"] < 1, ages
+
+
+def test_job_names_from_payloads_cannot_grow_the_counters_without_bound(r, redis_url):
+    """Job labels come from payloads, which anyone who can write to Redis writes: the counters
+    keep a bounded set of (queue, job) pairs, count the rest as '(other)', and expire when the
+    fleet stops writing them (issue 25)."""
+    from queuefleet import protocol
+    from queuefleet.stats import read_stats
+    from queuefleet.tallies import tally
+
+    q = Queue.from_url(redis_url)
+    q.push_many([("qf_testjobs:record", {})] * 600)
+    run = protocol.client_runner(r)
+    jobs = protocol.fetch(run, "queuefleet", ["default"], token_base="w:1:x", host="h", lease_ms=60_000, max_jobs=600).jobs
+    protocol.ack(run, "queuefleet", [(j.queue, j.id, j.token, tally(f"made.up{i}:f", "failed", 0.01)) for i, j in enumerate(jobs)])
+    stats = read_stats(r, "queuefleet")
+    names = {job for (_queue, job, _outcome) in stats.jobs}
+    assert len(names) == 501 and "(other)" in names
+    assert sum(stats.jobs.values()) == 600 and stats.jobs[("default", "(other)", "failed")] == 100  # every attempt counted
+    assert len(stats.durations) == 501 and stats.durations[("default", "(other)")].count == 100
+    for key in ("stats:jobs", "stats:durations", "stats:series"):
+        assert 0 < r.ttl(f"queuefleet:{key}") <= 30 * 86400, key

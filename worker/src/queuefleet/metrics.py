@@ -103,7 +103,8 @@ class FleetCollector(Collector):
 
 def queue_metrics(stats: FleetStats) -> Iterator[Metric]:
     jobs = GaugeMetricFamily("queuefleet_jobs", "Jobs in a queue by state.", labels=["queue", "state"])
-    age = GaugeMetricFamily("queuefleet_oldest_job_age_seconds", "How long the job that runs next has waited (0: none ready).",
+    age = GaugeMetricFamily("queuefleet_oldest_job_age_seconds",
+                            "How long the job that runs next has been ready to run, on the Redis clock (0: none ready).",
                             labels=["queue"])
     for queue, size in stats.sizes.items():
         for state in ("ready", "delayed", "reserved"):

@@ -45,7 +45,7 @@ def _le(bound: float) -> str:
 class FleetStats:
     now: float  # the Redis server's clock, seconds
     sizes: dict[str, dict[str, int]]  # queue -> ready, delayed, reserved
-    oldest_age: dict[str, float]  # queue -> seconds the job that runs next has waited (0: none ready)
+    oldest_age: dict[str, float]  # queue -> seconds the job that runs next has been ready (0: none ready)
     jobs: dict[tuple[str, str, str], int]  # (queue, job, outcome) -> jobs
     durations: dict[tuple[str, str], Durations]  # (queue, job) -> run times
     workers: list[dict[str, str]]  # live workers' heartbeats
@@ -66,8 +66,8 @@ def read_stats(client: "redis.Redis | Any", prefix: str, *, queues: Sequence[str
     for i, raw in enumerate(names):
         queue = text(raw)
         sizes[queue] = {"ready": int(flat[3 * i]), "delayed": int(flat[3 * i + 1]), "reserved": int(flat[3 * i + 2])}
-        pushed = text(oldest[i])
-        ages[queue] = max(0.0, now - float(pushed)) if pushed else 0.0
+        since = text(oldest[i])  # when the job that runs next became ready, on the Redis clock
+        ages[queue] = max(0.0, now - float(since)) if since else 0.0
     return FleetStats(
         now=now,
         sizes=sizes,

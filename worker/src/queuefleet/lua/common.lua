@@ -9,6 +9,9 @@
 -- Per job id:    P:payloads P:attempts P:tokens P:lost   hashes keyed by id; tokens holds the
 --                                  lease token while the job is reserved, or the word
 --                                  'suspect' while it waits after an unexplained death
+--                P:ready_at          hash, id -> when the job last became ready (ms, Redis clock): its
+--                                  push, the moment a delayed or retried job came due, a requeue
+--                                  (what the oldest job's age counts from)
 --                P:pushed            zset, producer-given id -> forget-at (ms): pushed recently
 --                P:uniques           hash, id -> unique key, for jobs pushed with one
 -- Per unique key: P:unique:<key>     string, id of the queued or running job that holds the
@@ -23,9 +26,12 @@
 --                                  own host, which its neighbours read when it dies.
 -- Counters:      P:stats:jobs (hash, "<queue> <job> <outcome>" -> jobs), P:stats:durations (hash,
 --                                  "<queue> <job> <bucket index>" -> runs, "<queue> <job> sum_us" ->
---                                  microseconds), P:stats:minute:<unix minute> (hash, "<queue> <outcome>"
---                                  -> jobs in that minute; expires after 3 h). Bumped by the call that
---                                  settles the job (see tallies.py for the wire form).
+--                                  microseconds), P:stats:series (set, the "<queue> <job>" pairs they
+--                                  count: at most STATS_SERIES, further jobs count as '(other)'; the
+--                                  three expire 30 days after their last write),
+--                                  P:stats:minute:<unix minute> (hash, "<queue> <outcome>" -> jobs in
+--                                  that minute; expires after 3 h). Bumped by the call that settles the
+--                                  job (see tallies.py for the wire form).
 -- Scheduler:     P:schedule:last (hash, entry name -> last tick handled, ms),
 --                P:schedule:entries (hash, entry name -> what a scheduler announced, JSON)
 -- Fleet:         P:queues (set), P:seq (counter), P:restart and P:restart:host:<h> (hashes),
@@ -60,6 +66,8 @@ function K.running(p, base) return p .. ':running:' .. base end
 function K.holder(p, base) return p .. ':holder:' .. base end
 function K.stats_jobs(p) return p .. ':stats:jobs' end
 function K.stats_durations(p) return p .. ':stats:durations' end
+function K.stats_series(p) return p .. ':stats:series' end
+function K.ready_at(p) return p .. ':ready_at' end
 function K.stats_minute(p, minute) return p .. ':stats:minute:' .. minute end
 
 -- A lease token is '<worker base>:<n>'.
@@ -104,13 +112,22 @@ local function enqueue_one(p, queue, id, due, cap)
   if due > 0 then
     redis.call('ZADD', K.delayed(p, queue), due, id)
   else
+    redis.call('HSET', K.ready_at(p), id, now_ms())
     redis.call('LPUSH', K.ready(p, queue), id)
     notify(p, queue, 1, cap)
   end
 end
 
 -- Counters of settled jobs: gathered over a call (one HINCRBY per distinct field), then written.
-local function new_tally() return {jobs = {}, durations = {}, minute = {}, any = false} end
+-- Their job label comes from payloads, which anyone who can write to Redis can write: the
+-- counters keep at most STATS_SERIES (queue, job) pairs (listed in P:stats:series) and count
+-- any further job under OTHER_JOB; and every counter key expires STATS_TTL seconds after its
+-- last write, so nothing stays for good.
+local STATS_SERIES = 500
+local STATS_TTL = 30 * 86400
+local OTHER_JOB = '(other)'
+
+local function new_tally() return {series = {}, minute = {}, any = false} end
 
 local function bump(t, field, n) t[field] = (t[field] or 0) + n end
 
@@ -121,19 +138,35 @@ local function tally_add(t, queue, wire)
   local job, outcome, bucket, micros = string.match(wire, '^(%S+) (%a+) (%d*) (%d*)$')
   if not job then return end
   local qj = queue .. ' ' .. job
-  bump(t.jobs, qj .. ' ' .. outcome, 1)
+  local s = t.series[qj]
+  if not s then
+    s = {queue = queue, jobs = {}, durations = {}}
+    t.series[qj] = s
+  end
+  bump(s.jobs, outcome, 1)
   bump(t.minute, queue .. ' ' .. outcome, 1)
   if bucket ~= '' and micros ~= '' then
-    bump(t.durations, qj .. ' ' .. bucket, 1)
-    bump(t.durations, qj .. ' sum_us', tonumber(micros))
+    bump(s.durations, bucket, 1)
+    bump(s.durations, 'sum_us', tonumber(micros))
   end
   t.any = true
 end
 
 local function tally_write(p, t, now)
   if not t.any then return end
-  for field, n in pairs(t.jobs) do redis.call('HINCRBY', K.stats_jobs(p), field, n) end
-  for field, n in pairs(t.durations) do redis.call('HINCRBY', K.stats_durations(p), field, n) end
+  local series = K.stats_series(p)
+  for qj, s in pairs(t.series) do
+    if redis.call('SISMEMBER', series, qj) == 0 then
+      if redis.call('SCARD', series) < STATS_SERIES then
+        redis.call('SADD', series, qj)
+      else
+        qj = s.queue .. ' ' .. OTHER_JOB
+      end
+    end
+    for outcome, n in pairs(s.jobs) do redis.call('HINCRBY', K.stats_jobs(p), qj .. ' ' .. outcome, n) end
+    for bucket, n in pairs(s.durations) do redis.call('HINCRBY', K.stats_durations(p), qj .. ' ' .. bucket, n) end
+  end
+  for _, key in ipairs({series, K.stats_jobs(p), K.stats_durations(p)}) do redis.call('EXPIRE', key, STATS_TTL) end
   local minute = K.stats_minute(p, math.floor(now / 60000))
   for field, n in pairs(t.minute) do redis.call('HINCRBY', minute, field, n) end
   redis.call('EXPIRE', minute, 10800)
@@ -177,7 +210,7 @@ end
 
 -- Forget everything stored about jobs that are finished (done or stored as failed).
 local function forget(p, ids)
-  for _, key in ipairs({K.payloads(p), K.attempts(p), K.tokens(p), K.lost(p)}) do each_chunk('HDEL', key, ids) end
+  for _, key in ipairs({K.payloads(p), K.attempts(p), K.tokens(p), K.lost(p), K.ready_at(p)}) do each_chunk('HDEL', key, ids) end
   -- Unique jobs let go of their key (only if it is still theirs: it may have expired and been taken).
   if #ids > 0 and redis.call('HLEN', K.uniques(p)) > 0 then
     for s = 1, #ids, 1000 do
@@ -291,6 +324,7 @@ local function requeue_orphan(p, queue, id, known)
   if token then redis.call('HDEL', K.holder(p, token_base(token)), id) end
   if suspect then redis.call('HSET', K.tokens(p), id, 'suspect') else redis.call('HDEL', K.tokens(p), id) end
   redis.call('HINCRBY', K.attempts(p), id, -1)
+  redis.call('HSET', K.ready_at(p), id, now_ms())
   if blamed then
     local t = new_tally()
     tally_add(t, queue, job_name_of(redis.call('HGET', K.payloads(p), id)) .. ' lost  ')

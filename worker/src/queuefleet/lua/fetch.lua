@@ -47,10 +47,17 @@ end
 for qi = first_queue, #ARGV do
   local queue = ARGV[qi]
   local delayed = K.delayed(p, queue)
-  local due = redis.call('ZRANGE', delayed, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGE', delayed, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
   if #due > 0 then
-    redis.call('ZREM', delayed, unpack(due))
-    redis.call('LPUSH', K.ready(p, queue), unpack(due))
+    local ids, ready_at = {}, {}
+    for i = 1, #due, 2 do
+      ids[#ids + 1] = due[i]
+      ready_at[#ready_at + 1] = due[i]
+      ready_at[#ready_at + 1] = due[i + 1]  -- it became ready when it came due
+    end
+    redis.call('ZREM', delayed, unpack(ids))
+    redis.call('LPUSH', K.ready(p, queue), unpack(ids))
+    redis.call('HSET', K.ready_at(p), unpack(ready_at))
   end
   local expired = redis.call('ZRANGE', K.reserved(p, queue), '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do requeue_orphan(p, queue, id) end

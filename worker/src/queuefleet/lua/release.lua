@@ -27,6 +27,11 @@ for i = 0, n - 1 do
       else
         redis.call('LPUSH', K.ready(p, queue), id)
       end
+      if front == '1' and count == '0' then
+        redis.call('HSETNX', K.ready_at(p), id, now)  -- handed back unstarted: still ready since it was
+      else
+        redis.call('HSET', K.ready_at(p), id, now)
+      end
       notify(p, queue, 1, cap)
     end
   else

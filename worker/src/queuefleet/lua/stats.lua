@@ -2,8 +2,8 @@
 -- ARGV: prefix, minutes (how many recent per-minute counters to return), queue1, ...
 -- (queues to report even when nothing was pushed to them yet).
 -- Returns {now_ms, queues, sizes, oldest, jobs, durations, workers, minutes}:
--- sizes a flat (ready, delayed, reserved) per queue; oldest per queue the pushed_at
--- (seconds, as text) of the job that runs next, '' when none is ready; jobs and
+-- sizes a flat (ready, delayed, reserved) per queue; oldest per queue when the job that runs
+-- next became ready (Unix seconds on the Redis clock, as text), '' when none is ready; jobs and
 -- durations the counter hashes (flat); workers a list of flat heartbeat hashes of
 -- live workers; minutes a flat list of (unix minute, flat counter hash), oldest first.
 local p, n_minutes = ARGV[1], tonumber(ARGV[2])
@@ -21,14 +21,18 @@ for _, q in ipairs(queues) do
   sizes[#sizes + 1] = redis.call('LLEN', K.ready(p, q))
   sizes[#sizes + 1] = redis.call('ZCARD', K.delayed(p, q))
   sizes[#sizes + 1] = redis.call('ZCARD', K.reserved(p, q))
-  local pushed = ''
+  local since = ''
   local head = redis.call('LINDEX', K.ready(p, q), -1)
   if head then
-    local payload = redis.call('HGET', K.payloads(p), head)
-    local ok, doc = pcall(cjson.decode, payload or '')
-    if ok and type(doc) == 'table' and type(doc.pushed_at) == 'number' then pushed = string.format('%.3f', doc.pushed_at) end
+    local ready_at = tonumber(redis.call('HGET', K.ready_at(p), head))
+    if ready_at then
+      since = string.format('%.3f', ready_at / 1000)
+    else  -- stored by an earlier release, which kept no ready_at: the producer's clock is all there is
+      local ok, doc = pcall(cjson.decode, redis.call('HGET', K.payloads(p), head) or '')
+      if ok and type(doc) == 'table' and type(doc.pushed_at) == 'number' then since = string.format('%.3f', doc.pushed_at) end
+    end
   end
-  oldest[#oldest + 1] = pushed
+  oldest[#oldest + 1] = since
 end
 local minutes = {}
 local this_minute = math.floor(now / 60000)
