@@ -72,7 +72,8 @@ def test_defaults_match_argument_specs(role):
 @pytest.mark.parametrize("role", ROLES)
 def test_templates_start_with_ansible_managed(role):
     for template in sorted((ROLES_DIR / role / "templates").glob("*.j2")):
-        first = template.read_text().splitlines()[0]
+        lines = template.read_text().splitlines()
+        first = lines[1] if lines[0].startswith("#!") else lines[0]  # a script keeps its shebang first
         assert first.startswith("{{ ansible_managed | comment"), f"{role}: {template.name} lacks the header"
 
 
