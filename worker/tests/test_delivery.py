@@ -419,6 +419,24 @@ def test_handlers_outside_the_allow_list_are_refused(cli, r, redis_url, sqlite_u
     assert q.sizes(["default"])["default"] == {"ready": 0, "delayed": 0, "reserved": 0}
 
 
+@pytest.mark.parametrize(("job", "reason"), [
+    ("qf_testjobs:run", "is run of module 'subprocess', which 'qf_testjobs' only imports"),
+    ("qf_testjobs:_private", "'_private' is a private name"),
+    ("qf_testjobs:__loader__", "'__loader__' is a private name"),
+], ids=["re-exported", "private", "dunder"])
+def test_a_callable_an_allowed_module_only_imports_or_keeps_private_is_refused(cli, r, redis_url, sqlite_url, tmp_path,
+                                                                               job, reason):
+    """The allow-list checks the callable's own module and refuses private names: an allowed
+    module that does `from subprocess import run` must not hand it to a payload (issue 25)."""
+    marker = tmp_path / "pwned"
+    job_id = Queue.from_url(redis_url).push(job, ["touch", str(marker)], tries=5)
+    cli.run("work", "--stop-when-empty")
+    assert not marker.exists() and executed(r) == []
+    [row] = FailedJobStore(sqlite_url).all()
+    assert row.uuid == job_id and "JobNotAllowed" in row.exception and reason in row.exception, row.exception
+    assert json.loads(row.payload)["errors"][0]["attempt"] == 1  # permanent: no retries spent
+
+
 def test_missing_handler_fails_with_the_reason(cli, redis_url, sqlite_url):
     Queue.from_url(redis_url).push("qf_testjobs:no_such_function", {})
     Queue.from_url(redis_url).push("qf_testjobs.nothere:f", {})

@@ -3,7 +3,10 @@
 Whoever can write to Redis can name any job. The worker therefore imports a
 handler only when its module is one of the allowed prefixes (or inside one):
 with ``--jobs myapp.jobs`` the names ``myapp.jobs:f`` and ``myapp.jobs.mail:f``
-resolve, ``os:system`` and ``myapp.jobsx:f`` do not.
+resolve, ``os:system`` and ``myapp.jobsx:f`` do not. The callable found must itself
+be defined in an allowed module (its ``__module__``): a name an allowed module only
+imports (``from subprocess import run``) is refused, and so is a private name
+(``_helper``, ``__loader__``, a ``_private`` module below the allowed prefix).
 """
 
 from __future__ import annotations
@@ -70,19 +73,32 @@ class HandlerRegistry:
         self._cache: dict[str, Handler] = {}
         self._specs: dict[str, HandlerSpec] = {}
 
+    def _prefix_of(self, module: str) -> str | None:
+        """The allowed prefix `module` is (or is inside), None when there is none."""
+        for prefix in (*ALWAYS_ALLOWED, *self.allowed):
+            if module == prefix or module.startswith(prefix + "."):
+                return prefix
+        return None
+
     def is_allowed(self, module: str) -> bool:
-        return module in ALWAYS_ALLOWED or any(module == p or module.startswith(p + ".") for p in self.allowed)
+        return self._prefix_of(module) is not None
+
+    def _refuse(self, job: str, why: str) -> JobNotAllowed:
+        return JobNotAllowed(f"job {job!r} is not allowed: {why} (allowed job modules: {', '.join(self.allowed) or 'none'}; "
+                             "set --jobs / QUEUEFLEET_JOBS)")
 
     def resolve(self, job: str) -> Handler:
         handler = self._cache.get(job)
         if handler is not None:
             return handler
         module_name, _, func_name = job.partition(":")
-        if not self.is_allowed(module_name):
-            raise JobNotAllowed(
-                f"job {job!r} is not allowed: module {module_name!r} is outside the allowed "
-                f"job modules ({', '.join(self.allowed) or 'none'}; set --jobs / QUEUEFLEET_JOBS)"
-            )
+        prefix = self._prefix_of(module_name)
+        if prefix is None:
+            raise self._refuse(job, f"module {module_name!r} is outside the allowed job modules")
+        below = module_name[len(prefix):].split(".")
+        private = [name for name in (*below, func_name) if name.startswith("_")]
+        if private:
+            raise self._refuse(job, f"{private[0]!r} is a private name")
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # a module that fails to import is a permanent failure too
@@ -90,6 +106,11 @@ class HandlerRegistry:
         handler = getattr(module, func_name, None)
         if not callable(handler):
             raise HandlerNotFound(f"module {module_name!r} has no callable {func_name!r} (job {job!r})")
+        defined_in = getattr(handler, "__module__", None)
+        if not isinstance(defined_in, str) or not self.is_allowed(defined_in):
+            raise self._refuse(job, f"{module_name}.{func_name} is {getattr(handler, '__qualname__', func_name)!s} of "
+                                    f"module {defined_in!r}, which {module_name!r} only imports; name it where it is "
+                                    "defined, inside the allowed job modules")
         self._cache[job] = handler
         return handler
 
