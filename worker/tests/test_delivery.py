@@ -437,6 +437,31 @@ def test_a_callable_an_allowed_module_only_imports_or_keeps_private_is_refused(c
     assert json.loads(row.payload)["errors"][0]["attempt"] == 1  # permanent: no retries spent
 
 
+def test_a_payload_over_the_size_limit_is_refused_at_push_and_at_decode(cli, r, redis_url, sqlite_url):
+    """Payloads have a size limit (4 MiB unless set): a push over it raises and writes nothing;
+    one written to Redis by other means goes to failed jobs unparsed, cut (issue 25)."""
+    q = Queue.from_url(redis_url, max_payload=10_000)
+    with pytest.raises(ValueError, match=r"job payload is 10,\d{3} bytes, over the limit of 10,000 bytes"):
+        q.push(JOB, {"blob": "x" * 10_100})
+    with pytest.raises(ValueError, match="over the limit of 10,000 bytes"):
+        q.push_many([(JOB, {"tag": "fits"}), (JOB, {"blob": "é" * 5_000})])  # 10,000 characters, more bytes
+    assert r.keys("queuefleet:*") == []
+    refused = cli.run("push", JOB, "--data", json.dumps({"blob": "y" * 2000}), check=False,
+                      env={"QUEUEFLEET_MAX_PAYLOAD": "1024"})
+    assert refused.returncode == 2 and "over the limit of 1,024 bytes" in refused.stderr
+    assert r.keys("queuefleet:*") == []
+    big = json.dumps({"id": "big", "job": JOB, "queue": "default", "data": {"tag": "big", "blob": "z" * 100_000}})
+    r.hset("queuefleet:payloads", "big", big)
+    r.lpush("queuefleet:queue:default", "big")
+    Queue.from_url(redis_url).push(JOB, {"tag": "good"})
+    cli.run("work", "--stop-when-empty", env={"QUEUEFLEET_MAX_PAYLOAD": "50000"})
+    assert executed(r) == ["good"]
+    [row] = FailedJobStore(sqlite_url).all()
+    assert row.uuid == "big" and "over the limit of 50,000 bytes (the worker's --max-payload)" in row.exception
+    stored = json.loads(row.payload)
+    assert stored["truncated"] is True and stored["characters"] == len(big) and len(row.payload) < len(big)
+
+
 def test_missing_handler_fails_with_the_reason(cli, redis_url, sqlite_url):
     Queue.from_url(redis_url).push("qf_testjobs:no_such_function", {})
     Queue.from_url(redis_url).push("qf_testjobs.nothere:f", {})

@@ -16,7 +16,8 @@ import redis
 
 from .failed import DATABASE_TIMEOUT, DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
-from .payload import MAX_DELAY, Job, PayloadError, check_queue_name, check_seconds, check_unique_key, parse_backoff
+from .payload import (MAX_DELAY, MAX_PAYLOAD, Job, PayloadError, check_payload_size, check_queue_name, check_seconds,
+                      check_unique_key, parse_backoff)
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
 from .serving import listen_option
 
@@ -24,14 +25,16 @@ EXIT_UNAVAILABLE = 1
 
 
 class Context:
-    def __init__(self, redis_url: str, database_url: str, prefix: str, database_timeout: float = DATABASE_TIMEOUT) -> None:
+    def __init__(self, redis_url: str, database_url: str, prefix: str, database_timeout: float = DATABASE_TIMEOUT,
+                 max_payload: int = MAX_PAYLOAD) -> None:
         self.redis_url = redis_url
         self.database_url = database_url
         self.prefix = prefix
         self.database_timeout = database_timeout
+        self.max_payload = max_payload
 
     def queue(self) -> Queue:
-        q = Queue.from_url(self.redis_url, prefix=self.prefix)
+        q = Queue.from_url(self.redis_url, prefix=self.prefix, max_payload=self.max_payload)
         try:
             q.redis.ping()
         except redis.AuthenticationError as exc:
@@ -184,11 +187,15 @@ def _backoff(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
               type=float, callback=_positive("--database-timeout"), metavar="SECONDS",
               help="Longest a MySQL/MariaDB connect, read or write may take before the call fails.")
 @click.option("--prefix", envvar="QUEUEFLEET_PREFIX", default=DEFAULT_PREFIX, show_default=True, help="Redis key prefix.")
+@click.option("--max-payload", envvar="QUEUEFLEET_MAX_PAYLOAD", default=MAX_PAYLOAD, show_default=True,
+              type=click.IntRange(min=1024), metavar="BYTES",
+              help="Largest job payload (its JSON, in bytes) that push and retry write and a worker parses.")
 @click.version_option(package_name="queuefleet")
 @click.pass_context
-def main(ctx: click.Context, redis_url: str, database_url: str, database_timeout: float, prefix: str) -> None:
+def main(ctx: click.Context, redis_url: str, database_url: str, database_timeout: float, prefix: str,
+         max_payload: int) -> None:
     """queuefleet: a Redis job queue and worker, with failed jobs in SQL."""
-    ctx.obj = Context(redis_url, database_url, prefix, database_timeout)
+    ctx.obj = Context(redis_url, database_url, prefix, database_timeout, max_payload)
 
 
 @main.command()
@@ -251,7 +258,7 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
         max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
         lease=lease, drain_timeout=drain_timeout, max_lost=max_lost, prefetch=prefetch, log_format=log_format,
-        prefix=obj.prefix, on_failure=on_failure,
+        prefix=obj.prefix, on_failure=on_failure, max_payload=obj.max_payload,
     )
     sys.exit(Worker(obj.redis_url, store, options).run())
 
@@ -331,7 +338,7 @@ def push(obj: Context, job: str, data: str, queue: str, delay: float, tries: int
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
     try:
         item = Job.new(job, payload, queue, tries=tries, timeout=timeout, backoff=backoff, id=job_id)
-        item.encode()
+        check_payload_size(item.encode(), obj.max_payload, "--max-payload, QUEUEFLEET_MAX_PAYLOAD")
         check_seconds("--delay", delay, maximum=MAX_DELAY)
         if unique_key is not None:
             check_unique_key(unique_key)

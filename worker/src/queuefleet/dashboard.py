@@ -176,7 +176,7 @@ def dashboard_command(obj: Context, listen: tuple[str, int], token_env: str) -> 
 
     _check_redis_url(obj.redis_url)
     client = client_from_url(obj.redis_url, socket_connect_timeout=2, socket_timeout=5)
-    queue = Queue(client, prefix=obj.prefix, url=obj.redis_url)
+    queue = Queue(client, prefix=obj.prefix, url=obj.redis_url, max_payload=obj.max_payload)
     token = os.environ.get(token_env, "")
     app = Dashboard(queue, obj.store(check=False), token, audit=lambda line: click.echo(line))
     host, port = listen

@@ -13,7 +13,7 @@ from enum import Enum
 from .context import FailJob, JobContext, ReleaseJob
 from .handlers import HandlerNotFound, HandlerRegistry, HandlerSpec, JobNotAllowed
 from .logs import JobLog
-from .payload import Job, PayloadError
+from .payload import MAX_PAYLOAD, Job, PayloadError
 from .protocol import Reserved
 from .timeouts import HandlerGuard, JobInterrupted, JobTimeout
 
@@ -42,13 +42,14 @@ class Outcome:
 
 class JobRunner:
     def __init__(self, handlers: HandlerRegistry, guard: HandlerGuard, log: JobLog, *, default_tries: int,
-                 default_timeout: float, max_lost: int) -> None:
+                 default_timeout: float, max_lost: int, max_payload: int = MAX_PAYLOAD) -> None:
         self.handlers = handlers
         self.guard = guard
         self.log = log
         self.default_tries = default_tries
         self.default_timeout = default_timeout
         self.max_lost = max_lost
+        self.max_payload = max_payload  # bytes: a larger payload is refused before it is parsed
 
     def max_tries(self, job: Job) -> int:
         return job.max_tries if job.max_tries is not None else self.default_tries
@@ -58,7 +59,7 @@ class JobRunner:
             return Outcome(Kind.MALFORMED, error=f"no payload is stored for job id {entry.id[:80]!r} "
                                                  f"(malformed or foreign entry in queue {entry.queue!r})")
         try:
-            job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost, expect_id=entry.id)
+            job = Job.decode(entry.raw, attempts=entry.attempts, lost=entry.lost, expect_id=entry.id, max_bytes=self.max_payload)
         except PayloadError as exc:
             return Outcome(Kind.MALFORMED, error=str(exc))
         if job.failure is not None:

@@ -12,7 +12,7 @@ from typing import Callable, TextIO
 
 from .callbacks import FailureCallbacks
 from .execution import JobRunner, Kind, Outcome
-from .failed import FailedJobStore, StoreFailed
+from .failed import FailedJobStore, StoreFailed, truncated_payload
 from .logs import JobLog
 from .payload import MAX_ERROR_CHARS, Job
 from .protocol import ReleaseEntry, Reserved
@@ -122,6 +122,8 @@ class FailurePolicy:
 
     def _store_malformed(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
         raw = entry.raw.decode("utf-8", "replace") if isinstance(entry.raw, bytes) else str(entry.raw)
+        if len(entry.raw) > self.runner.max_payload:
+            raw = truncated_payload(raw)  # over the limit: never stored whole
         try:
             self.store.record(uuid=entry.id, connection=self.connection_name, queue=entry.queue, payload=raw or entry.id,
                               exception=f"PayloadError: {outcome.error}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 MAX_DELAY = 10 * 365 * 86400.0  # seconds: a delay or backoff longer than ten years is a mistake
 MAX_TIMEOUT = 30 * 86400.0  # seconds: the longest per-attempt timeout
+MAX_PAYLOAD = 4 * 1024 * 1024  # bytes of a payload's JSON, by default: refused at push and at decode
 MAX_ERRORS = 10  # failed attempts remembered in a payload (the last ones)
 MAX_ERROR_CHARS = 1000  # of each remembered error
 
@@ -29,6 +30,10 @@ _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 class PayloadError(ValueError):
     """A payload that cannot be decoded into a job."""
+
+
+class PayloadTooLarge(PayloadError):
+    """A payload over the size limit (Queue(max_payload=...), --max-payload)."""
 
 
 _valid_jobs: set[str] = set()
@@ -108,9 +113,24 @@ def parse_backoff(value: str | int | float | list[int | float] | tuple[int | flo
 
 
 def new_id() -> str:
-    """A random (version 4) UUID string, cheaper than str(uuid.uuid4())."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string."""
+    return str(uuid.uuid4())
+
+
+def check_payload_size(payload: str | bytes, limit: int, whose: str) -> None:
+    """PayloadTooLarge when `payload` is over `limit` bytes (UTF-8); `whose` names the setting."""
+    size = len(payload)
+    if isinstance(payload, str) and size <= limit < 4 * size:  # a character is 1 to 4 bytes: count only when it matters
+        size = len(payload.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise PayloadTooLarge(f"job payload is {size:,} bytes, over the limit of {limit:,} bytes ({whose}); keep large "
+                              "data elsewhere and pass a reference to it")
+
+
+def check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
+        raise ValueError(f"max_payload must be a whole number of bytes >= 1024, got {_shown(limit)}")
+    return limit
 
 
 def encode_data(data: Any) -> str:
@@ -224,8 +244,12 @@ class Job:
             raise ValueError(f"job data must be JSON-serialisable: {exc}") from None
 
     @classmethod
-    def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0, expect_id: str | None = None) -> "Job":
-        """Decode and check a payload; PayloadError (whose message never quotes job data) if it is not a valid job."""
+    def decode(cls, raw: bytes | str, *, attempts: int = 0, lost: int = 0, expect_id: str | None = None,
+               max_bytes: int | None = None) -> "Job":
+        """Decode and check a payload; PayloadError (whose message never quotes job data) if it is not a
+        valid job, PayloadTooLarge (before any parsing) if it is over `max_bytes`."""
+        if max_bytes is not None:
+            check_payload_size(raw, max_bytes, "the worker's --max-payload")
         try:
             doc = _decoder.decode(raw.decode() if isinstance(raw, bytes) else raw)
         except PayloadError:

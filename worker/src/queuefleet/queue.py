@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
-from .payload import (MAX_DELAY, Job, check_job_id, check_job_name, check_queue_name, check_seconds, check_unique_key,
-                      encode_data, new_id)
+from .payload import (MAX_DELAY, MAX_PAYLOAD, Job, check_job_id, check_job_name, check_limit, check_payload_size,
+                      check_queue_name, check_seconds, check_unique_key, encode_data, new_id)
 from .protocol import NOTIFY_CAP, text
 from .scripts import SCRIPTS
 
@@ -68,16 +68,24 @@ class Queue:
     """A connection to queuefleet's queues in one Redis database."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, url: str = DEFAULT_REDIS_URL,
-                 remember_ids: float = REMEMBER_IDS) -> None:
+                 remember_ids: float = REMEMBER_IDS, max_payload: int = MAX_PAYLOAD) -> None:
         self.redis = client
         self.prefix = prefix
         self.url = url
         self.remember_ms = int(check_seconds("remember_ids", remember_ids, maximum=MAX_DELAY, allow_zero=False) * 1000)
+        self.max_payload = check_limit(max_payload)
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, remember_ids: float = REMEMBER_IDS,
-                 **kwargs: Any) -> "Queue":
-        return cls(client_from_url(url, **kwargs), prefix=prefix, url=url, remember_ids=remember_ids)
+                 max_payload: int = MAX_PAYLOAD, **kwargs: Any) -> "Queue":
+        return cls(client_from_url(url, **kwargs), prefix=prefix, url=url, remember_ids=remember_ids,
+                   max_payload=max_payload)
+
+    def encode(self, item: Job) -> str:
+        """The job's payload; PayloadTooLarge (a ValueError) when it is over `max_payload` bytes."""
+        payload = item.encode()
+        check_payload_size(payload, self.max_payload, "Queue(max_payload=...), QUEUEFLEET_MAX_PAYLOAD")
+        return payload
 
     def _run(self, name: str, args: list[Any]) -> Any:
         return SCRIPTS.run(self.redis, name, args)
@@ -123,13 +131,13 @@ class Queue:
         lock_ms = int(round(check_seconds("unique_for", unique_for, maximum=MAX_DELAY, allow_zero=False) * 1000))
         remember = self.remember_ms if given_id else 0
         pushed, holder = self._run("push_unique", [self.prefix, item.queue, _delay_ms(delay), NOTIFY_CAP, remember, key,
-                                                    max(lock_ms, 1), item.id, item.encode()])
+                                                    max(lock_ms, 1), item.id, self.encode(item)])
         return bool(pushed), text(holder)
 
     def enqueue(self, item: Job, *, delay: float = 0, given_id: bool = True) -> bool:
         """Push an already-built job under its own id; False when that id was already
         queued or running (or, for a given id, finished within `remember_ids`)."""
-        return self._push_encoded(item.queue, _delay_ms(delay), [item.id, item.encode()], given_id) == 1
+        return self._push_encoded(item.queue, _delay_ms(delay), [item.id, self.encode(item)], given_id) == 1
 
     def push_job(self, item: Job, *, delay: float = 0) -> str:
         """Push an already-built job (used by `queue retry`), keeping its id."""
@@ -176,9 +184,11 @@ class Queue:
             encoded_job = job_json.get(job)
             if encoded_job is None:
                 encoded_job = job_json[job] = json.dumps(check_job_name(job))
+            payload = f'{head_id}"{job_id}"{head_job.replace("{job}", encoded_job)}"data":{encode_data(data)}{tail}'
+            check_payload_size(payload, self.max_payload, "Queue(max_payload=...), QUEUEFLEET_MAX_PAYLOAD")
             ids.append(job_id)
             args.append(job_id)
-            args.append(f'{head_id}"{job_id}"{head_job.replace("{job}", encoded_job)}"data":{encode_data(data)}{tail}')
+            args.append(payload)
         for args, is_given in ((generated, False), (given, True)):
             for start in range(0, len(args), 2 * PUSH_CHUNK):
                 self._push_encoded(queue, delay_ms, args[start : start + 2 * PUSH_CHUNK], is_given)

@@ -27,6 +27,7 @@ from .link import Link, worker_client_kwargs
 from .logs import JobLog
 from .notes import RunningNote, remove_stale_notes
 from .outage import Backoff, Outage, describe, is_transient
+from .payload import MAX_PAYLOAD
 from .protocol import FetchResult, Reserved, client_runner, deregister
 from .restarts import RestartWatch
 from .watchdog import Watchdog
@@ -64,6 +65,7 @@ class WorkerOptions:
     log_format: str = "plain"
     prefix: str = "queuefleet"
     on_failure: str = ""  # `module:function` called for every job that fails for good (allow-listed)
+    max_payload: int = MAX_PAYLOAD  # bytes: a larger payload goes to failed jobs unparsed
 
 
 class Worker:
@@ -86,7 +88,7 @@ class Worker:
                                          self.log)
         handlers = HandlerRegistry(options.allowed)
         self.runner = JobRunner(handlers, self.guard, self.log, default_tries=options.tries,
-                                default_timeout=options.timeout, max_lost=options.max_lost)
+                                default_timeout=options.timeout, max_lost=options.max_lost, max_payload=options.max_payload)
         callbacks = FailureCallbacks(handlers, self.guard, self.log, self.stderr, default_timeout=options.timeout,
                                      hook=FailureCallbacks.resolve_hook(handlers, options.on_failure))
         self.failures = FailurePolicy(self.runner, store, self.where, self.log, backoff=options.backoff,
