@@ -184,7 +184,7 @@ def test_only_allowed_networks_may_scrape(cli, exporters):
 def test_allow_list_decides_by_client_address():
     import ipaddress
 
-    from queuefleet.metrics import allowed
+    from queuefleet.serving import allowed
 
     nets = [ipaddress.ip_network("10.1.0.0/16")]
     assert allowed("10.1.2.3", nets) and allowed("127.0.0.1", nets) and allowed("::1", nets)

@@ -19,7 +19,7 @@ from .handlers import parse_allowed
 from .payload import (MAX_DELAY, MAX_PAYLOAD, Job, PayloadError, check_payload_size, check_queue_name, check_seconds,
                       check_unique_key, parse_backoff)
 from .queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
-from .serving import listen_option
+from .serving import is_loopback, listen_option, networks_option
 
 EXIT_UNAVAILABLE = 1
 
@@ -482,26 +482,6 @@ def _settings(kind: str, convert: Callable[[str], Any], check: Callable[[str], s
     return parse
 
 
-def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
-    import ipaddress
-
-    try:
-        return [ipaddress.ip_network(v, strict=False) for v in values]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _pool_name(name: str) -> str:
     if not name or not all(c.isalnum() or c in "_.-" for c in name):
         raise ValueError(f"pool names are letters, digits, '_', '.' and '-', got {name!r}")
@@ -520,7 +500,7 @@ def _pool_name(name: str) -> str:
 @click.option("--release-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File naming the release this host's `current` points at (read at each scrape).")
 @click.option("--host", default=None, help="This host's name as workers report it (default: the hostname).")
-@click.option("--allow", multiple=True, metavar="CIDR", callback=_networks,
+@click.option("--allow", multiple=True, metavar="CIDR", callback=networks_option,
               help="Networks that may scrape besides loopback (repeat); others get 403. Needed with a non-loopback --listen.")
 @click.pass_obj
 def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backlog: dict[str, int], max_age: dict[str, float],
@@ -538,7 +518,7 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
     settings = ExporterSettings(obj.prefix, pools=pools, backlog=backlog, max_age=max_age, release_file=release_file)
     if host:
         settings.host = host
-    if not allow and not _is_loopback(listen[0]):
+    if not allow and not is_loopback(listen[0]):
         raise click.BadParameter(f"{listen[0]} is not a loopback address: name who may scrape with --allow CIDR",
                                  param_hint="--listen")
     collector = FleetCollector(client, settings, store.count)

@@ -9,7 +9,6 @@ inventory are exported as metrics too, so the alert rules are one static file.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -17,15 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .serving import http_server, shown_url
+from .serving import Network, allowed, http_server, shown_url
 from .stats import FleetStats, read_stats
 
 WORKER_STATES = ("idle", "busy", "paused")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
@@ -157,25 +155,11 @@ def _gauge(name: str, doc: str, *, value: float | None = None, labels: list[str]
 # -- serving --------------------------------------------------------------------------
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-
-
-def allowed(remote: str, networks: Sequence[Network]) -> bool:
-    """Whether a client address may scrape: loopback always, else only the networks given."""
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in (*LOOPBACK, *networks))
-
-
 def metrics_app(registry: CollectorRegistry, allow: Sequence[Network] = ()) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app: /metrics in the text format 0.0.4 (never OpenMetrics: `queuefleet_jobs` is both
-    a gauge and, with `_total`, a counter, which only the classic format allows), / a pointer to it.
-    Clients outside loopback and `allow` get 403."""
+    """A WSGI app: /metrics is prometheus-client's own app, always in the text format 0.0.4 (never
+    OpenMetrics: `queuefleet_jobs` is both a gauge and, with `_total`, a counter, which only the
+    classic format allows), / a pointer to it. Clients outside loopback and `allow` get 403."""
+    prometheus = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -183,9 +167,7 @@ def metrics_app(registry: CollectorRegistry, allow: Sequence[Network] = ()) -> C
             start_response("403 Forbidden", [("Content-Type", "text/plain")])
             return [b"forbidden: this address is not in the exporter's --allow list\n"]
         if path == "/metrics":
-            body = generate_latest(registry)
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
-            return [body]
+            return prometheus({**environ, "HTTP_ACCEPT": ""}, start_response)
         if path == "/":
             body = b'queuefleet exporter: <a href="/metrics">/metrics</a>\n'
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])

@@ -1,13 +1,46 @@
-"""The small HTTP servers of `queue exporter` and `queue dashboard` (standard library WSGI)."""
+"""The small HTTP servers of `queue exporter` and `queue dashboard` (standard library WSGI), and
+who may talk to them: loopback always, other clients only from the networks given with --allow."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from socketserver import ThreadingMixIn
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def allowed(remote: str, networks: Sequence[Network]) -> bool:
+    """Whether a client address may be served: loopback always, else only the networks given."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in (*LOOPBACK, *networks))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def networks_option(_ctx: click.Context | None, _param: click.Parameter | None, values: tuple[str, ...]) -> list[Network]:
+    """A click callback turning repeated CIDR options into networks, with a one-line usage error."""
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):
