@@ -97,7 +97,7 @@ def without_controller_inputs(variables: dict, names: list[str]) -> dict:
     that key from every dict of a list variable (a per-item template path, say)."""
     kept = dict(variables)
     for name in names:
-        var, _, key = name.partition("[].")
+        var, key = (name.split("[].", 1) + [""])[:2]
         if not key:
             kept.pop(var, None)
         elif isinstance(kept.get(var), list):
@@ -177,7 +177,8 @@ class ActionModule(ActionBase):
             result["msg"] = (f"{name}: host state differs from the full run of {when} ({shown})"
                              + (f"; {owed}" if owed else "") + ", full run")
         else:
-            result["msg"] = f"{name}: {found.get('reason') or 'not converged'}" + (f" since the full run of {when}" if found.get("recorded_at") else "") + ", full run"
+            since = f" since the full run of {when}" if found.get("recorded_at") else ""
+            result["msg"] = f"{name}: {found.get('reason') or 'not converged'}{since}, full run"
         return result
 
     def _inputs_digest(self, args: dict, task_vars: dict) -> str:

@@ -15,9 +15,9 @@ import os
 import pwd
 import stat
 import subprocess
-import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ansible.module_utils.urls import open_url
 from ansible_collections.queuefleet.fleet.plugins.module_utils import service_config
 
 Runner = Callable[..., Tuple[int, str, str]]
@@ -85,7 +85,7 @@ def packages(names: List[str]) -> Dict[str, str]:
     found = {name: "absent" for name in names}
     if not names:
         return found
-    _, out, _ = run(["dpkg-query", "-W", "-f=${Package}\t${Version}\t${db:Status-Abbrev}\n", "--", *names])
+    out = run(["dpkg-query", "-W", "-f=${Package}\t${Version}\t${db:Status-Abbrev}\n", "--", *names])[1]
     for line in out.splitlines():
         parts = line.split("\t")
         if len(parts) == 3 and parts[0] in found:
@@ -99,7 +99,7 @@ def units(names: List[str]) -> Dict[str, Dict[str, str]]:
     result = {name: {"LoadState": "not-found"} for name in names}
     if not names:
         return result
-    rc, out, _ = run(["systemctl", "show", "-p", ",".join(props), "--", *names])
+    rc, out, unused_err = run(["systemctl", "show", "-p", ",".join(props), "--", *names])
     if rc != 0:
         return result
     blocks = out.strip().split("\n\n")
@@ -205,8 +205,8 @@ def redis_config(port: int, passwords: List[str], host: str = "127.0.0.1") -> Tu
             if lines and lines[-1] == "":
                 lines.pop()
             values = {lines[i].lower(): lines[i + 1] for i in range(0, len(lines) - 1, 2)}
-            _, acl, _ = run(["redis-cli", "--no-auth-warning", "--raw", "-h", host, "-p", str(port), "ACL", "LIST"],
-                            env=env, timeout=10)
+            acl = run(["redis-cli", "--no-auth-warning", "--raw", "-h", host, "-p", str(port), "ACL", "LIST"],
+                      env=env, timeout=10)[1]
             default = [line for line in acl.splitlines() if line.startswith("user default ")]
             if default:
                 values["user"] = default[0]
@@ -221,7 +221,7 @@ def mysql_variables(socket: str) -> Tuple[Optional[Dict[str, str]], str]:
         return None, (err or out).strip()[:300]
     values = {}
     for line in out.splitlines():
-        name, _, value = line.partition("\t")
+        name, value = (line.split("\t", 1) + [""])[:2]
         values[name.lower()] = value.lower()
     return values, ""
 
@@ -229,9 +229,8 @@ def mysql_variables(socket: str) -> Tuple[Optional[Dict[str, str]], str]:
 def prometheus_reload(url: str) -> Tuple[Optional[Dict[str, float]], str]:
     """Prometheus's own metrics about its last config reload."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as response:  # noqa: S310 (loopback URL from the role)
-            text = response.read().decode()
-    except OSError as exc:
+        text = open_url(url.rstrip("/") + "/metrics", timeout=10).read().decode()
+    except (OSError, ValueError) as exc:
         return None, str(exc)
     found = {}
     for line in text.splitlines():

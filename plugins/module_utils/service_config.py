@@ -56,7 +56,7 @@ def parse_redis_conf(text: str) -> Dict[str, str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, value = line.partition(" ")
+        key, value = (line.split(" ", 1) + [""])[:2]
         settings.setdefault(key.lower(), []).append(value.strip())
     return {key: " ".join(values) for key, values in settings.items()}
 
@@ -142,9 +142,10 @@ def pending(kind: str, desired_text: str, running_text: Optional[str], *, live_k
 
     ``running_text`` is the config the running process loaded (None: unknown, so every setting
     is owed a restart). ``live_values`` are the values the running service reports (as it
-    reports them: CONFIG GET, SHOW GLOBAL VARIABLES, an ACL LIST line) for ``live_keys`` (None when it could not be asked: the live keys then count as the running
-    copy says). Returns ``{"restart": [keys], "live": {key: value to set}, "was": {key: its running
-    value}, "deferred": [keys]}``:
+    reports them: CONFIG GET, SHOW GLOBAL VARIABLES, an ACL LIST line) for ``live_keys`` (None
+    when it could not be asked: the live keys then count as the running copy says). Returns
+    ``{"restart": [keys], "live": {key: value to set}, "was": {key: its running value},
+    "deferred": [keys]}``:
 
     * a setting outside ``live_keys`` that differs from the running copy needs a restart, unless
       it is in ``deferred_keys`` (it waits for the service's next start, on purpose);

@@ -17,7 +17,7 @@ description:
     was lost.
   - Called by the M(queuefleet.fleet.converged) action; a role does not call it directly.
 version_added: 1.1.0
-author: queuefleet
+author: queuefleet (@queuefleet)
 options:
   name:
     description: The marker's name, a plain word (the role's name).
@@ -165,7 +165,7 @@ def read_items(params: dict) -> tuple[dict, dict]:
     for label, argv in sorted(params["commands"].items()):
         items[f"command {label}"] = host_probe.command_digest([str(arg) for arg in argv])
     if params["programs"].get("names"):
-        status, _ = host_probe.supervisor_status(params["programs"].get("config") or "/etc/supervisor/supervisord.conf")
+        status = host_probe.supervisor_status(params["programs"].get("config") or "/etc/supervisor/supervisord.conf")[0]
         states = host_probe.group_states(status or {})
         for name in params["programs"]["names"]:
             state = states.get(name)

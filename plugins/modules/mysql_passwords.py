@@ -16,7 +16,7 @@ description:
   - Accounts must exist (create them with community.mysql.mysql_user and C(update_password=on_create)).
   - Check mode reports the accounts that would change.
 version_added: 1.1.0
-author: queuefleet
+author: queuefleet (@queuefleet)
 options:
   accounts:
     description: The accounts and the passwords each accepts, the current one first.
@@ -37,7 +37,6 @@ options:
         type: list
         elements: str
         required: true
-        no_log: true
   socket:
     description: The server's unix socket (root by unix_socket).
     type: path
@@ -115,7 +114,7 @@ def main() -> None:
         if module.check_mode:
             continue
         via = " OR ".join(f"mysql_native_password USING {quote(digest)}" for digest in wanted)
-        rc, _, err = sql(module.params["socket"], f"ALTER USER {user} IDENTIFIED VIA {via};")
+        rc, unused_out, err = sql(module.params["socket"], f"ALTER USER {user} IDENTIFIED VIA {via};")
         if rc != 0:
             module.fail_json(msg=f"{who}: cannot set its passwords: {err.strip()[:300]}", changed_accounts=changed)
     module.exit_json(changed=bool(changed), changed_accounts=changed)

@@ -15,7 +15,7 @@ description:
   - Check mode validates the file (C(nft -c -f)) and reports a change when the live table differs from what the
     file would load, as far as the listing can tell (a missing table, say).
 version_added: 1.1.0
-author: queuefleet
+author: queuefleet (@queuefleet)
 options:
   path:
     description: The nft script that (re)creates the table.
@@ -65,7 +65,7 @@ def main() -> None:
     listing = ["nft", "list", "table", params["family"], params["table"]]
 
     def live() -> str:
-        rc, out, _ = module.run_command(listing)
+        rc, out, unused_err = module.run_command(listing)
         return out if rc == 0 else ""
 
     before = live()

@@ -18,7 +18,7 @@ description:
     and the restart leaves the next run the same difference to act on.
   - Check mode reports the same without applying anything.
 version_added: 1.1.0
-author: queuefleet
+author: queuefleet (@queuefleet)
 options:
   kind:
     description: The service's config dialect.
@@ -180,8 +180,8 @@ def apply_live(module: AnsibleModule, kind: str, live: dict) -> list[str]:
 def _working_password(params: dict) -> str:
     for password in params["passwords"] or [""]:
         env = {"REDISCLI_AUTH": password} if password else {}
-        rc, out, _ = host_probe.run(["redis-cli", "--no-auth-warning", "-h", "127.0.0.1", "-p", str(params["port"]), "PING"],
-                                    env=env, timeout=10)
+        rc, out, unused_err = host_probe.run(
+            ["redis-cli", "--no-auth-warning", "-h", "127.0.0.1", "-p", str(params["port"]), "PING"], env=env, timeout=10)
         if rc == 0 and out.strip() == "PONG":
             return password
     return (params["passwords"] or [""])[0]

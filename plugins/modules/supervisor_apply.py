@@ -47,7 +47,7 @@ options:
     description: File the background stops append their output to.
     type: path
     default: /var/log/supervisor/queuefleet-drain.log
-author: queuefleet
+author: queuefleet (@queuefleet)
 """
 
 RETURN = r"""
@@ -84,7 +84,6 @@ EXAMPLES = r"""
 
 import os
 import re
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -126,7 +125,7 @@ class Supervisor:
 
     def processes(self) -> dict[str, str]:
         """{process name as supervisorctl shows it: state}."""
-        return {name: state for name, (state, _) in self.status().items()}
+        return {name: entry[0] for name, entry in self.status().items()}
 
     def status(self) -> dict[str, tuple[str, str]]:
         """{process name: (state, supervisor's note such as "Exited too quickly")}."""
@@ -193,11 +192,13 @@ class Supervisor:
             'supervisorctl -c "$conf" update "$g" 2>&1 | grep -v "no such group") & done; wait; '
             'echo "$(date -u +%FT%TZ) drained: $*"'
         )
-        with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-            subprocess.Popen(
-                ["/bin/sh", "-c", script, "sh", self.config, *groups],
-                stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
+        # setsid -f: the drain runs in a session of its own and outlives this module; its output
+        # goes to the log, so run_command returns as soon as it is forked.
+        launcher = 'log="$1"; shift; exec setsid -f /bin/sh -c "$QF_DRAIN" sh "$@" >>"$log" 2>&1 </dev/null'
+        rc, out, err = self.module.run_command(["/bin/sh", "-c", launcher, "launcher", log_path, self.config, *groups],
+                                               environ_update={"QF_DRAIN": script})
+        if rc != 0:
+            self.module.fail_json(msg=f"could not start the background drain of {', '.join(groups)}: {(err or out).strip()}")
 
 
 def main() -> None:
@@ -214,7 +215,7 @@ def main() -> None:
     result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": [], "started": []}
     supervisor = Supervisor(module, module.params["config"])
     if module.check_mode:
-        result["started"], _ = supervisor.ensure_running(module.params["programs"], 0, module.params["stderr_lines"], True)
+        result["started"] = supervisor.ensure_running(module.params["programs"], 0, module.params["stderr_lines"], True)[0]
         result["changed"] = bool(result["started"])
         module.exit_json(msg="check mode: supervisor rereads and applies the program files on a real run"
                          + (f"; would start {', '.join(p['name'] for p in result['started'])}" if result["started"] else ""),

@@ -13,7 +13,7 @@ description:
     inventory that may be ahead of the hosts.
   - Read-only; runs the same in check mode.
 version_added: 1.1.0
-author: queuefleet
+author: queuefleet (@queuefleet)
 options:
   config:
     description: supervisord.conf passed to supervisorctl -c.
@@ -88,8 +88,8 @@ def main() -> None:
                    "pool": pool, "generation": parsed.generation if parsed else None,
                    "slot": parsed.slot if parsed else None, "stderr": []}
         if params["stderr_lines"] > 0 and entry["state"] != "RUNNING":
-            _, out, _ = host_probe.run(["supervisorctl", "-c", params["config"], "tail",
-                                        f"-{params['stderr_lines'] * 300}", name, "stderr"])
+            out = host_probe.run(["supervisorctl", "-c", params["config"], "tail",
+                                  f"-{params['stderr_lines'] * 300}", name, "stderr"])[1]
             program["stderr"] = [line for line in out.splitlines() if line.strip()][-params["stderr_lines"]:]
         result["programs"].append(program)
         if pool is not None:
