@@ -34,9 +34,10 @@ HOST = os.uname().nodename
 
 
 class Dashboard:
-    """A real `queue dashboard` subprocess on a free loopback port."""
+    """A real `queue dashboard` subprocess on a free port (loopback unless `listen` says otherwise)."""
 
-    def __init__(self, cli: QueueCli, token: str | None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, cli: QueueCli, token: str | None, env: dict[str, str] | None = None, listen: str = "127.0.0.1",
+                 args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full = {**cli.env, **(env or {})}
@@ -44,7 +45,7 @@ class Dashboard:
         if token is not None:
             full[TOKEN_ENV] = token
         self.out, self.err = cli.workdir / f"dashboard-{self.port}.out", cli.workdir / f"dashboard-{self.port}.err"
-        self.proc = subprocess.Popen([QUEUE_BIN, "dashboard", "--listen", f"127.0.0.1:{self.port}"], env=full,
+        self.proc = subprocess.Popen([QUEUE_BIN, "dashboard", "--listen", f"{listen}:{self.port}", *args], env=full,
                                      cwd=cli.workdir, stdout=open(self.out, "w"), stderr=open(self.err, "w"))
         wait_for(self._listening, timeout=30, what="the dashboard to listen")
 
@@ -53,16 +54,25 @@ class Dashboard:
             raise AssertionError(f"queue dashboard exited {self.proc.returncode}:\n{self.output()}\n{self.errors()}")
         return poll(lambda: self.request("GET", "/healthz")[0], timeout=0.2) is not None
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def request(self, method: str, path: str, form: dict[str, str] | None = None, *, cookie: str = "",
+                headers: dict[str, str] | None = None, address: str = "127.0.0.1") -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection(address, self.port, timeout=30)
         try:
             body = urlencode(form) if form is not None else None
-            headers = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
-            conn.request(method, path, body=body, headers=headers)
+            sent = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
+            if cookie:
+                sent["Cookie"] = cookie
+            conn.request(method, path, body=body, headers={**sent, **(headers or {})})
             response = conn.getresponse()
             return response.status, dict(response.getheaders()), response.read().decode()
         finally:
             conn.close()
+
+    def login(self, token: str = TOKEN) -> str:
+        """POST the token to /login as the login form does; the session cookie to send back."""
+        code, headers, _ = self.request("POST", "/login", {"token": token})
+        assert code == 303 and headers["Location"] == "/", (code, headers)
+        return headers["Set-Cookie"].split(";", 1)[0]
 
     def output(self) -> str:
         return self.out.read_text()
@@ -279,38 +289,45 @@ def test_fleet_page_in_chromium_read_only(cli, r, chromium, dashboards, tmp_path
     screenshot(chromium, tmp_path, d.url + "/", REPO / "docs" / "dashboard.png" if save else tmp_path / "dashboard.png")
 
 
-def test_retry_and_forget_with_the_token(cli, chromium, dashboards, tmp_path):
+def test_retry_and_forget_after_logging_in_with_the_token(cli, chromium, dashboards, tmp_path):
     run_batch(cli, "mail", done=2, failures=[("qf_testjobs:fail", {"tag": "again"}), ("qf_testjobs:fail", {"tag": "drop"})])
     rows = {("again" if "again" in f["exception"] else "drop"): f for f in failed_rows(cli)}
     d = dashboards(cli, token=TOKEN)
-    assert "(retry and forget allowed with the token)" in d.output()
+    assert "(retry and forget allowed after logging in with the token)" in d.output()
 
-    # without the token, or with a wrong one: the same page, read-only
-    for query, needle in (("", "enter the token"), ("?token=nope", "Wrong token")):
-        page = dom(chromium, tmp_path, f"{d.url}/{query}")
-        assert page.buttons == [] and page.posts() == [], query
-        assert needle in page.text() and str(rows["again"]["id"]) in page.text("failed")
-    unlock = dom(chromium, tmp_path, f"{d.url}/?unlock=1")
-    assert 'http-equiv="refresh"' not in unlock.html and unlock.forms[0]["inputs"].keys() == {"token"}
+    # not logged in: read-only, with a link to the login form
+    page = dom(chromium, tmp_path, f"{d.url}/")
+    assert page.buttons == [] and page.posts() == []
+    assert "log in to retry or forget" in page.text() and str(rows["again"]["id"]) in page.text("failed")
+    login = dom(chromium, tmp_path, f"{d.url}/login")
+    assert 'http-equiv="refresh"' not in login.html
+    assert login.posts() == [{"action": "/login", "method": "post", "inputs": {"token": ""}}]
 
-    # with it: a Retry and a Forget form per row, carrying the token
-    page = dom(chromium, tmp_path, f"{d.url}/?token={TOKEN}")
+    # a wrong token: refused, no session
+    code, headers, body = d.request("POST", "/login", {"token": TOKEN + "x"})
+    assert code == 403 and "Wrong token." in body and "Set-Cookie" not in headers
+    cookie = d.login()
+
+    # logged in: a Retry and a Forget form per row, carrying nothing but the session cookie
+    code, _, html = d.request("GET", "/", cookie=cookie)
+    page = Page(html)
     assert 'http-equiv="refresh" content="5"' in page.html
     forms = {f["action"]: f["inputs"] for f in page.posts()}
-    assert set(forms) == {f"/failed/{row['id']}/{action}" for row in rows.values() for action in ("retry", "forget")}
-    assert all(inputs == {"token": TOKEN} for inputs in forms.values())
+    assert set(forms) == {f"/failed/{row['id']}/{action}" for row in rows.values() for action in ("retry", "forget")} | {"/logout"}
+    assert all(inputs == {} for inputs in forms.values())
     assert page.buttons.count("Retry") == 2 and page.buttons.count("Forget") == 2
 
     retry, forget = f"/failed/{rows['again']['id']}/retry", f"/failed/{rows['drop']['id']}/forget"
-    # a wrong token is refused and changes nothing
+    # without a session, with a forged one, or from another site's form: refused, nothing changes
     for path in (retry, forget):
-        assert d.request("POST", path, {"token": TOKEN + "x"})[0] == 403
-        assert d.request("POST", path)[0] == 403
+        assert d.request("POST", path, {"token": TOKEN})[0] == 403
+        assert d.request("POST", path, cookie=cookie[:-2] + "00")[0] == 403
+        assert d.request("POST", path, cookie=cookie, headers={"Origin": "http://evil.example"})[0] == 403
     assert len(failed_rows(cli)) == 2 and ready(cli, "mail") == 0
 
     # retry: the job is back on its queue, its row gone; then back to the page
-    code, headers, _ = d.request("POST", retry, forms[retry])
-    assert code == 303 and headers["Location"] == f"/?token={TOKEN}"
+    code, headers, _ = d.request("POST", retry, cookie=cookie, headers={"Origin": d.url})
+    assert code == 303 and headers["Location"] == "/"
     assert [f["id"] for f in failed_rows(cli)] == [rows["drop"]["id"]]
     assert ready(cli, "mail") == 1
     r = Queue.from_url(cli.env["QUEUEFLEET_REDIS_URL"]).redis
@@ -319,14 +336,83 @@ def test_retry_and_forget_with_the_token(cli, chromium, dashboards, tmp_path):
     assert (job.job, job.data, job.attempts) == ("qf_testjobs:fail", {"tag": "again"}, 0)
 
     # forget: the row is gone, nothing is pushed
-    code, headers, _ = d.request("POST", forget, forms[forget])
-    assert code == 303 and headers["Location"] == f"/?token={TOKEN}"
+    code, headers, _ = d.request("POST", forget, cookie=cookie)
+    assert code == 303 and headers["Location"] == "/"
     assert failed_rows(cli) == [] and ready(cli, "mail") == 1
-    assert d.request("POST", forget, forms[forget])[0] == 404
-    assert "No failed jobs." in dom(chromium, tmp_path, f"{d.url}/?token={TOKEN}").text("failed")
+    assert d.request("POST", forget, cookie=cookie)[0] == 404
+    assert "No failed jobs." in Page(d.request("GET", "/", cookie=cookie)[2]).text("failed")
     assert f"dashboard: retried {rows['again']['id']} ({rows['again']['uuid']}) as {job.id} on queue mail" in d.output()
     assert f"dashboard: forgot {rows['drop']['id']}" in d.output()
-    assert TOKEN not in d.errors()  # the access log leaves the query string out
+
+    # log out: the cookie is cleared
+    code, headers, _ = d.request("POST", "/logout", cookie=cookie)
+    assert code == 303 and "Max-Age=0" in headers["Set-Cookie"]
+    assert TOKEN not in d.output() + d.errors()
+
+
+def test_the_token_is_never_in_a_url_a_redirect_or_the_page(bare_cli, dashboards):
+    """The token is posted once to /login and turns into an HttpOnly, SameSite=Strict session
+    cookie: a token in a URL (history, logs, the refresh) unlocks nothing (issue 25)."""
+    FailedJobStore(bare_cli.env["QUEUEFLEET_DATABASE_URL"]).migrate()
+    FailedJobStore(bare_cli.env["QUEUEFLEET_DATABASE_URL"]).record(
+        uuid="t1", connection="redis", queue="mail", payload=Job.new("qf_testjobs:fail", {}, "mail").encode(), exception="E")
+    d = dashboards(bare_cli, token=TOKEN)
+    code, _, html = d.request("GET", f"/?token={TOKEN}")
+    assert code == 200 and Page(html).posts() == [] and TOKEN not in html
+    code, headers, _ = d.request("POST", "/login", {"token": TOKEN})
+    assert code == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    session = cookie.split(";", 1)[0]
+    html = d.request("GET", "/", cookie=session)[2]
+    assert Page(html).posts() and TOKEN not in html and '<meta http-equiv="refresh" content="5">' in html
+    code, headers, _ = d.request("POST", "/failed/1/retry", cookie=session)
+    assert code == 303 and headers["Location"] == "/"
+
+
+def test_a_non_loopback_listen_needs_an_allow_list(bare_cli, dashboards):
+    """As for the exporter: beyond loopback the dashboard must be told who may connect (issue 25)."""
+    try:
+        result = bare_cli.run("dashboard", "--listen", f"0.0.0.0:{free_port()}", check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("it served on every address without an allow-list")
+    assert result.returncode == 2 and "name who may connect with --allow" in result.stderr
+    assert bare_cli.run("dashboard", "--allow", "10.0.0.0/33", check=False, timeout=20).returncode == 2
+    d = dashboards(bare_cli, token=None, listen="0.0.0.0", args=("--allow", "198.51.100.0/24"))
+    assert d.request("GET", "/healthz")[0] == 200  # loopback may always connect
+    outside = own_non_loopback_address()
+    if outside is None:
+        pytest.skip("this machine has no non-loopback address to connect from")
+    code, _, body = d.request("GET", "/", address=outside)
+    assert code == 403 and "not in the dashboard's --allow list" in body
+
+
+def own_non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (a UDP connect sends nothing)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_host_header_that_does_not_name_the_dashboard_is_refused(bare_cli, dashboards):
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 reaches the
+    dashboard with `Host: evil.example`. Only IP addresses, localhost and --allow-host names pass (issue 25)."""
+    d = dashboards(bare_cli, token=TOKEN)
+    for host in ("evil.example", f"evil.example:{d.port}", "127.0.0.1.evil.example", f"queue-admin.internal:{d.port}"):
+        code, _, body = d.request("GET", "/api/overview", headers={"Host": host})
+        assert code == 403 and "is not this dashboard's address" in body, host
+        assert d.request("POST", "/login", {"token": TOKEN}, headers={"Host": host})[0] == 403
+    for host in (f"127.0.0.1:{d.port}", f"localhost:{d.port}", f"[::1]:{d.port}"):
+        assert d.request("GET", "/healthz", headers={"Host": host})[0] == 200, host
+    named = dashboards(bare_cli, token=None, args=("--allow-host", "queue-admin.internal"))
+    assert named.request("GET", "/healthz", headers={"Host": f"QUEUE-ADMIN.internal:{named.port}"})[0] == 200
+    assert named.request("GET", "/healthz", headers={"Host": "evil.example"})[0] == 403
 
 
 # -- outages ---------------------------------------------------------------------------------------------
@@ -351,7 +437,7 @@ def test_redis_down_healthz_503_and_the_page_still_renders(own_redis, sqlite_url
     doc = json.loads(d.request("GET", "/api/overview")[2])
     assert doc["errors"]["redis"].startswith("Redis unreachable") and doc["failed_total"] == 1
     # retrying needs Redis: refused, and the row stays
-    assert d.request("POST", "/failed/1/retry", {"token": TOKEN})[0] == 503
+    assert d.request("POST", "/failed/1/retry", cookie=d.login())[0] == 503
     assert len(failed_rows(cli)) == 1
 
     own_redis.start()

@@ -1,7 +1,7 @@
 """The dashboard's HTML: one server-rendered page from the overview document (dashboard_data.py).
 
 No scripts and no external assets: inline CSS, an inline SVG chart, and plain forms for
-retry and forget (shown only to a request with the right token). Every value is escaped.
+retry and forget (shown only within a session, see dashboard.py). Every value is escaped.
 """
 
 from __future__ import annotations
@@ -38,12 +38,10 @@ svg text{font-size:11px;fill:#5b6575}
 
 @dataclass
 class Access:
-    """What the viewer may do: state is off (no token configured), locked (none given),
-    wrong (a wrong one given) or ok; `token` is set only when ok."""
+    """What the viewer may do: state is off (no token configured: read-only), locked (not logged
+    in) or ok (logged in: retry and forget)."""
 
     state: str
-    token: str = ""
-    unlock: bool = False  # the token form is open: no auto-refresh to wipe it
 
 
 def human_age(seconds: float) -> str:
@@ -70,34 +68,43 @@ def _head(columns: Iterable[str], numeric: Iterable[int] = ()) -> str:
     return "<tr>" + "".join(f'<th class="n">{_e(c)}</th>' if i in right else f"<th>{_e(c)}</th>" for i, c in enumerate(columns)) + "</tr>"
 
 
-def render_page(doc: dict[str, Any], access: Access) -> str:
-    refresh = "" if access.unlock else f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
-    clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["now"]))
-    body = "".join([banners(doc, access), workers_section(doc), queues_section(doc), throughput_section(doc),
-                    failed_section(doc, access)])
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}<title>queuefleet dashboard</title>'
+def _document(title: str, header: str, body: str, *, refresh: bool) -> str:
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}<title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
-            f'<header><h1>queuefleet</h1><span class="meta">{_e(clock)}</span>{_mode(access)}</header>'
-            f"<main>{body}</main></body></html>")
+            f"<header><h1>queuefleet</h1>{header}</header><main>{body}</main></body></html>")
+
+
+def render_page(doc: dict[str, Any], access: Access) -> str:
+    """The fleet's page; it refreshes itself (its URL carries nothing: a session is a cookie)."""
+    clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["now"]))
+    body = "".join([banners(doc), workers_section(doc), queues_section(doc), throughput_section(doc),
+                    failed_section(doc, access)])
+    return _document("queuefleet dashboard", f'<span class="meta">{_e(clock)}</span>{_mode(access)}', body, refresh=True)
+
+
+def render_login(error: str = "") -> str:
+    """The login form: the token is posted, never put in a URL; no refresh to wipe what is typed."""
+    banner = f'<div class="banner error" role="alert">{_e(error)}</div>' if error else ""
+    form = ('<section><h2>Log in to retry and forget</h2><form method="post" action="/login">Token: '
+            '<input type="password" name="token" autofocus autocomplete="current-password" size="40"> '
+            '<button type="submit">Log in</button></form>'
+            '<p class="muted">The session lasts 12 hours, or until the dashboard restarts. <a href="/">Back to the page</a></p>'
+            '</section>')
+    return _document("queuefleet dashboard: log in", '<span class="meta">log in</span>', banner + form, refresh=False)
 
 
 def _mode(access: Access) -> str:
     if access.state == "off":
         return '<span class="meta">read-only</span>'
     if access.state == "ok":
-        return '<span class="meta">retry and forget allowed</span>'
-    return '<span class="meta">read-only: <a href="/?unlock=1">enter the token</a> to retry or forget</span>'
+        return ('<span class="meta">retry and forget allowed <form class="inline" method="post" action="/logout">'
+                '<button type="submit">Log out</button></form></span>')
+    return '<span class="meta">read-only: <a href="/login">log in</a> to retry or forget</span>'
 
 
-def banners(doc: dict[str, Any], access: Access) -> str:
-    out = [f'<div class="banner error" role="alert">{_e(message)}</div>' for message in doc["errors"].values()]
-    if access.state == "wrong":
-        out.append('<div class="banner error" role="alert">Wrong token: the page is read-only.</div>')
-    if access.unlock and access.state != "ok":
-        out.append('<form class="banner info" method="get" action="/">Token: <input type="password" name="token" '
-                   'autofocus autocomplete="off" size="40"> <button type="submit">Unlock retry and forget</button> '
-                   '<span class="muted">(auto-refresh is paused on this page)</span></form>')
-    return "".join(out)
+def banners(doc: dict[str, Any]) -> str:
+    return "".join(f'<div class="banner error" role="alert">{_e(message)}</div>' for message in doc["errors"].values())
 
 
 def workers_section(doc: dict[str, Any]) -> str:
@@ -166,13 +173,13 @@ def failed_section(doc: dict[str, Any], access: Access) -> str:
         cells = [_e(job["id"]), _e(job["queue"]), _e(job["job"]), _e(job["failed_at"].replace("T", " ").replace("+00:00", " UTC")),
                  f'<span class="err">{_e(job["error"])}</span>']
         if access.state == "ok":
-            cells.append(_action(job["id"], "retry", access.token) + _action(job["id"], "forget", access.token))
+            cells.append(_action(job["id"], "retry") + _action(job["id"], "forget"))
         rows.append(_row(cells))
-    note = "" if access.state == "ok" else '<p class="muted">Read-only: retry and forget need the dashboard token.</p>'
+    note = "" if access.state == "ok" else '<p class="muted">Read-only: retry and forget need a login with the dashboard token.</p>'
     table = f"<table>{_head(columns)}{''.join(rows)}</table>" if rows else '<p class="muted">No failed jobs.</p>'
     return f'<section id="failed"><h2>Failed jobs<small>{_e(title)}</small></h2>{table}{note if rows else ""}</section>'
 
 
-def _action(row_id: int, action: str, token: str) -> str:
+def _action(row_id: int, action: str) -> str:
     return (f'<form class="inline" method="post" action="/failed/{quote(str(row_id))}/{action}">'
-            f'<input type="hidden" name="token" value="{_e(token)}"><button type="submit">{action.capitalize()}</button></form>')
+            f'<button type="submit">{action.capitalize()}</button></form>')
