@@ -69,6 +69,48 @@ def test_migrate_is_idempotent_and_creates_the_table(backend, request, redis_url
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_migrations_are_versioned_and_a_later_one_upgrades_a_table_made_before_versions(backend, request, redis_url,
+                                                                                         tmp_path, monkeypatch):
+    """`queue migrate` was create_all: no way to change the table. Migrations are now versioned:
+    a database migrated before counts as version 1, and a later migration (here, a column the
+    next release would add) runs once on it, keeping its rows (issue 25)."""
+    from sqlalchemy import text
+
+    from queuefleet import migrations
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "mysql_url")
+    engine = create_engine(url)
+    failed_jobs.create(engine)  # what `queue migrate` of an earlier release left
+    with engine.begin() as conn:
+        conn.execute(failed_jobs.insert().values(uuid="old-1", connection="c", queue="q", payload="{}", exception="e"))
+    cli = QueueCli(redis_url, url, tmp_path)
+    assert cli.run("migrate").stdout.strip() == "table failed_jobs is up to date"
+    store = FailedJobStore(url)
+    with engine.connect() as conn:
+        assert migrations.current_version(conn) == 1
+    store.check()
+
+    def add_note(conn) -> None:
+        conn.execute(text("ALTER TABLE failed_jobs ADD COLUMN note VARCHAR(64) NULL"))
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, migrations.Migration(2, "add column note", add_note)))
+    with pytest.raises(Exception, match="at schema version 1, this release needs 2: run `queue migrate`"):
+        store.check()
+    assert [m.version for m in store.migrate()] == [2]
+    assert store.migrate() == []
+    store.check()
+    try:
+        assert {c["name"] for c in inspect(engine).get_columns("failed_jobs")} == COLUMNS | {"note"}
+        assert [row.uuid for row in store.all()] == ["old-1"]
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text("SELECT version, description FROM queuefleet_schema ORDER BY version"))] \
+                == [(1, "create table failed_jobs"), (2, "add column note")]
+    finally:
+        store.engine.dispose()
+        engine.dispose()
+
+
 def test_commands_on_an_unmigrated_database_say_to_migrate(redis_url, sqlite_url, tmp_path):
     cli = QueueCli(redis_url, sqlite_url, tmp_path)
     for args in (["failed"], ["work"], ["retry", "all"], ["forget", "1"], ["flush"]):

@@ -589,13 +589,17 @@ def await_release(obj: Context, release: str, expected: tuple[str, ...], replace
 @main.command()
 @click.pass_obj
 def migrate(obj: Context) -> None:
-    """Create the failed_jobs table (idempotent)."""
+    """Create the failed_jobs table, or bring it to this release's schema (idempotent)."""
     store = obj.store(check=False)
     try:
-        created = store.migrate()
+        applied = store.migrate()
     except Exception as exc:  # noqa: BLE001
         _die(f"cannot migrate {redacted_url(obj.database_url)}: {str(exc).splitlines()[0]}")
-    click.echo("created table failed_jobs" if created else "table failed_jobs is up to date")
+    for migration in applied:
+        click.echo("created table failed_jobs" if migration.version == 1 else
+                   f"applied migration {migration.version}: {migration.description}")
+    if not applied:
+        click.echo("table failed_jobs is up to date")
 
 
 @main.command()

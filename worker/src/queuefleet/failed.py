@@ -28,7 +28,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
-    inspect,
     select,
 )
 from sqlalchemy.dialects import mysql
@@ -36,6 +35,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 if TYPE_CHECKING:
+    from .migrations import Migration
     from .payload import Job
     from .queue import Queue
 
@@ -200,20 +200,26 @@ class FailedJobStore:
         self.url = url
         self.engine = make_engine(url, timeout)
 
-    def migrate(self) -> bool:
-        """Create the table if missing; True when it was created."""
-        existed = inspect(self.engine).has_table("failed_jobs")
-        metadata.create_all(self.engine, checkfirst=True)
-        return not existed
+    def migrate(self) -> list[Migration]:
+        """Apply the schema migrations the database lacks (migrations.py); returns those applied."""
+        from .migrations import migrate
+
+        return migrate(self.engine)
 
     def check(self) -> None:
-        """Fail with a clear reason unless the database answers and is migrated."""
+        """Fail with a clear reason unless the database answers and is migrated for this release."""
+        from .migrations import current_version, latest
+
         try:
             with self.engine.connect() as conn:
-                if not inspect(conn).has_table("failed_jobs"):
-                    raise DatabaseUnavailable("table failed_jobs does not exist: run `queue migrate` first")
+                version = current_version(conn)
         except DBAPIError as exc:
             raise DatabaseUnavailable(f"cannot reach the database: {_first_line(exc.orig or exc)}") from None
+        if version == 0:
+            raise DatabaseUnavailable("table failed_jobs does not exist: run `queue migrate` first")
+        if version < latest():
+            raise DatabaseUnavailable(f"table failed_jobs is at schema version {version}, this release needs {latest()}: "
+                                      "run `queue migrate`")
 
     def _write(self, statement: Any) -> Any:
         for attempt in (1, 2):
