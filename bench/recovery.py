@@ -240,7 +240,7 @@ def main() -> int:
         lines.append(row(build.name, f"reap of {REAPED} workers", reap))
     old, new = medians[builds[0].name], medians[builds[1].name]
     ratio = [o.cpu / max(n.cpu, 1e-6) for o, n in zip(old, new)]
-    summary = (f"Redis CPU, {builds[0].name} / worker/: reclaim {ratio[0]:.0f}x, reap {ratio[1]:.0f}x "
+    summary = (f"Redis CPU, {builds[0].name} / worker/: reclaim {ratio[0]:.1f}x, reap {ratio[1]:.1f}x "
                f"({ROUNDS} rounds, medians).")
     print("\n".join(lines))
     print(summary)
