@@ -53,6 +53,9 @@ up() {
   docker exec -i "$NAME" /opt/queuefleet/current/bin/python - <"$ROOT/scripts/demo_jobs.py" 2>/dev/null \
     || { log "sample jobs FAILED"; docker exec -i "$NAME" /opt/queuefleet/current/bin/python - <"$ROOT/scripts/demo_jobs.py"; exit 1; }
   echo
+  ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$NAME" | awk '{print $1}')"
+  echo "Dashboard: open http://${ip:-<container address>}:9819/ on this machine; to retry or forget, log in with"
+  echo "           the token in .state/demo-secrets/dashboard (cat it; it stays out of URLs)"
   echo "Explore: docker exec -it $NAME bash   |   Re-run: make demo (idempotent)   |   Remove: make demo-down"
 }
 
