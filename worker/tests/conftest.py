@@ -159,3 +159,32 @@ def mysql_cli(redis_url: str, mysql_url: str, tmp_path: Path) -> Iterator[QueueC
 
 def executed(r: redis.Redis, key: str = "executed") -> list[str]:
     return [v.decode() for v in r.lrange(key, 0, -1)]
+
+
+def redis_ms(r: redis.Redis) -> int:
+    seconds, micros = r.time()
+    return seconds * 1000 + micros // 1000
+
+
+def leases_expired(r: redis.Redis, queue: str = "default", prefix: str = "queuefleet") -> bool:
+    """Every reservation of `queue` is past its lease deadline, by the Redis clock (and there is one)."""
+    first = r.zrange(f"{prefix}:queue:{queue}:reserved", -1, -1, withscores=True)
+    return bool(first) and first[0][1] < redis_ms(r)
+
+
+def worker_note(pid: int) -> bytes:
+    """What a live worker notes on its host about the job it runs (see queuefleet.notes)."""
+    from queuefleet.notes import notes_dir
+
+    for path in Path(notes_dir()).glob(f"queuefleet-{pid}-*.running"):
+        return path.read_bytes().split(b"\n", 1)[0]
+    return b""
+
+
+def process_age(pid: int) -> float:
+    """Seconds since process `pid` started."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    started = int(stat[stat.rfind(")") + 2 :].split()[19]) / ticks
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started
