@@ -22,8 +22,28 @@ description:
     by hand, say, or given up on by supervisor) is started, and the module says which ones and why (the last
     lines of their stderr) in RV(started). One that still does not run fails the module within O(start_timeout)
     seconds, naming it with its stderr; nothing waits for a process nobody starts.
+  - A program whose process started before the newest of O(stale_after) (the env file it reads at start, say) runs
+    on settings it no longer has. Those named in O(restart_stale) are restarted (side programs that hold no job);
+    those named in O(report_stale) are only returned in RV(stale), for the caller to restart them gracefully (workers
+    that finish their job first). Read from the processes' start times, not from whether this run wrote the file, so a
+    run interrupted after the write leaves the next run the same restart to do.
   - In check mode nothing is reread or applied; RV(started) lists the programs a real run would start.
 options:
+  stale_after:
+    description: Files the programs read at start; a process older than the newest of them is stale.
+    type: list
+    elements: path
+    default: []
+  restart_stale:
+    description: Programs restarted at once when stale.
+    type: list
+    elements: str
+    default: []
+  report_stale:
+    description: Programs returned in RV(stale) when stale, not restarted.
+    type: list
+    elements: str
+    default: []
   programs:
     description:
       - Programs (supervisor group names) that must be running afterwards, such as a queue_worker pool's processes
@@ -67,6 +87,16 @@ held:
   description: Removed pool programs kept running because their pool has a failed process.
   type: list
   returned: always
+stale:
+  description: Programs of O(report_stale) whose process started before the newest of O(stale_after).
+  type: list
+  elements: str
+  returned: always
+refreshed:
+  description: Programs of O(restart_stale) restarted because they were stale.
+  type: list
+  elements: str
+  returned: always
 started:
   description: Programs of O(programs) that were not running and were started, each with the state it was in and the last lines of its stderr.
   type: list
@@ -88,6 +118,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.queuefleet.fleet.plugins.module_utils.programs import parse_program_name
+from ansible_collections.queuefleet.fleet.plugins.module_utils.service_config import process_start_time
 
 REREAD_LINE = re.compile(r"^(?P<name>\S+): (?P<what>available|changed|disappeared)$")
 STATUS_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\b\s*(?P<info>.*)$")
@@ -181,6 +212,22 @@ class Supervisor:
         settled = self.settle(down, timeout)
         return started, {name: state for name, state in settled.items() if state != "RUNNING"}
 
+    def stale(self, groups: list[str], files: list[str]) -> list[str]:
+        """The groups with a RUNNING process that started before the newest of the files."""
+        mtimes = [os.stat(path).st_mtime for path in files if os.path.exists(path)]
+        if not groups or not mtimes:
+            return []
+        newest = max(mtimes)
+        found = []
+        for name, (state, info) in self.status().items():
+            group = name.split(":", 1)[0]
+            match = re.search(r"pid (\d+)", info)
+            if group in groups and state == "RUNNING" and match:
+                started = process_start_time(int(match.group(1)))
+                if started is not None and started < newest and group not in found:
+                    found.append(group)
+        return sorted(found)
+
     def drain_in_background(self, groups: list[str], log_path: str) -> None:
         """One `supervisorctl update GROUP` per group, in parallel, detached from this module."""
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
@@ -209,14 +256,21 @@ def main() -> None:
             "drain_log": {"type": "path", "default": "/var/log/supervisor/queuefleet-drain.log"},
             "programs": {"type": "list", "elements": "str", "default": []},
             "stderr_lines": {"type": "int", "default": 5},
+            "stale_after": {"type": "list", "elements": "path", "default": []},
+            "restart_stale": {"type": "list", "elements": "str", "default": []},
+            "report_stale": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
-    result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": [], "started": []}
+    result = {"changed": False, "added": [], "replaced": [], "draining": [], "held": [], "started": [], "stale": [],
+              "refreshed": []}
     supervisor = Supervisor(module, module.params["config"])
+    params = module.params
     if module.check_mode:
         result["started"] = supervisor.ensure_running(module.params["programs"], 0, module.params["stderr_lines"], True)[0]
-        result["changed"] = bool(result["started"])
+        result["refreshed"] = supervisor.stale(params["restart_stale"], params["stale_after"])
+        result["stale"] = supervisor.stale(params["report_stale"], params["stale_after"])
+        result["changed"] = bool(result["started"] or result["refreshed"])
         module.exit_json(msg="check mode: supervisor rereads and applies the program files on a real run"
                          + (f"; would start {', '.join(p['name'] for p in result['started'])}" if result["started"] else ""),
                          **result)
@@ -255,6 +309,14 @@ def main() -> None:
                 for name, state in sorted(failing.items()))
             + "\n(see `supervisorctl tail -f NAME stderr`)",
             **result)
+
+    result["refreshed"] = supervisor.stale(params["restart_stale"], params["stale_after"])
+    for name in result["refreshed"]:
+        supervisor.ctl("restart", f"{name}:*")
+    if result["refreshed"]:
+        result["changed"] = True
+        module.warn("restarted onto their new settings: " + ", ".join(result["refreshed"]))
+    result["stale"] = supervisor.stale(params["report_stale"], params["stale_after"])
 
     removed = found["disappeared"]
     if removed:
