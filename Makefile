@@ -14,7 +14,7 @@ export PY_COLORS := 0
 
 MOLECULE_SCENARIOS ?= default
 
-.PHONY: help setup engine demo demo-down lint test-sanity test-guard test-roles test-preflight test-check-fresh test-consumer test-worker test-rules test-molecule test-multihost test
+.PHONY: help setup engine demo demo-down lint test-sanity test-guard test-roles test-preflight test-check-fresh test-walkthrough test-worker test-rules test-molecule test-multihost test
 
 help:
 	@echo "make demo        deploy everything onto a local disposable container and print a report"
@@ -24,7 +24,7 @@ help:
 	@echo "make lint        yamllint + ansible-lint (production profile)"
 	@echo "make test-rules  promtool check + unit tests of the Prometheus alert rules (roles/monitoring/files/)"
 	@echo "make test-sanity ansible-test sanity on the collection as built (offline, no containers)"
-	@echo "make test-worker / test-sanity / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-consumer / test-molecule / test-multihost   single test stages"
+	@echo "make test-worker / test-sanity / test-rules / test-guard / test-roles / test-preflight / test-check-fresh / test-walkthrough / test-molecule / test-multihost   single test stages"
 
 setup:
 	bash scripts/setup.sh
@@ -68,7 +68,7 @@ test-guard: setup
 # Role conventions (defaults vs argument specs, headers), the docs' links (in the repository and
 # in the built collection), and each role stopping on bad inventory before anything changes.
 test-roles: setup
-	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py \
+	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py tests/test_fleet_plugins.py \
 	  tests/test_preflight_capacity.py tests/test_postdeploy_check.py tests/test_host_report.py tests/test_packages_action.py \
 	  tests/test_config_backup_paths.py tests/test_doc_links.py -q
 	bash tests/role_validation.sh
@@ -93,13 +93,14 @@ test-molecule: setup engine
 test-multihost: setup engine
 	bash scripts/molecule-test.sh multihost
 
-# The collection as users get it (issue 12): ansible-galaxy collection build, installed into an
-# empty project, a role alone as its README shows, then the demo deployed from
-# queuefleet.fleet.deploy with the post-deploy checks, and a re-deploy that changes nothing.
-test-consumer: setup engine
-	bash tests/consumer.sh
+# docs/first-deploy.md followed literally (issue 27): a controller set up by that page alone (its
+# own user, a fresh venv), three stand-in servers reached over SSH, the collection built and
+# installed into an ops project, the deploy with its checks, a re-deploy that changes nothing, the
+# firewall; then the artifact's contents and a role alone as its README shows (tests/walkthrough.sh).
+test-walkthrough: setup engine
+	bash tests/walkthrough.sh
 
 # Prerequisites run in order (no -j); setup runs once; any failure stops make.
-test: setup lint test-sanity test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-consumer test-molecule test-multihost
-	@echo "make test: lint, test-sanity, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-consumer, test-molecule and test-multihost all passed"
+test: setup lint test-sanity test-worker test-rules test-guard test-roles test-preflight test-check-fresh test-walkthrough test-molecule test-multihost
+	@echo "make test: lint, test-sanity, test-worker, test-rules, test-guard, test-roles, test-preflight, test-check-fresh, test-walkthrough, test-molecule and test-multihost all passed"
 	@echo "stages: 11 passed, 0 failed"

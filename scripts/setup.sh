@@ -18,7 +18,7 @@ mkdir -p "$STATE"
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(docker.io debootstrap redis-server mariadb-server mariadb-client python3-venv chromium)
+APT_PACKAGES=(docker.io debootstrap redis-server mariadb-server mariadb-client python3-venv chromium openssh-client)
 
 # --- system packages ---------------------------------------------------------
 missing=()
@@ -43,7 +43,7 @@ if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   rm -f "$STATE"/pip-*.stamp "$STATE"/collections-*.stamp  # a new venv has nothing installed
 fi
 
-hash_inputs=(requirements-controller.txt)
+hash_inputs=(requirements-controller.txt requirements-deploy.txt)
 if [ -f worker/pyproject.toml ]; then hash_inputs+=(worker/pyproject.toml); fi
 stamp="$(cat "${hash_inputs[@]}" | sha256sum | cut -c1-16)"
 stamp_file="$STATE/pip-$stamp.stamp"
