@@ -2,7 +2,8 @@
 there by the tests). Subcommands print JSON on stdout.
 
   produce TAG N RATE FAIL_EVERY [SLOW]
-                                  push N jobs `TAG-i` at RATE/s onto `default`
+                                  push N jobs `TAG-i` at RATE/s onto `default`, or fewer:
+                                  it stops once the key mh:stop:TAG exists
                                   (every FAIL_EVERY-th a failing one, 0 = none;
                                   with SLOW > 0 the others sleep SLOW seconds);
                                   a push that raises is retried (counted) under the
@@ -70,6 +71,8 @@ def produce(tag: str, n: int, rate: float, fail_every: int, slow: float = 0.0) -
             job, data["seconds"] = "queuefleet_demo.jobs:slow", slow
         else:
             job = "queuefleet_demo.jobs:fast"
+        if i % 10 == 0 and retry(lambda: q.redis.exists(f"mh:stop:{tag}")):
+            break
         retries += push(q, job, data, queue="default", id=f"{tag}-{i}", **({"tries": 1} if fail else {}))
         jobs.append([f"{tag}-{i}", "fail" if fail else "fast"])
         retry(lambda: q.redis.set(f"mh:pushed:{tag}", i + 1))

@@ -1,7 +1,7 @@
 """Security checks on the four hosts (issue 6): private listeners with
-authentication, network isolation, a confined MariaDB app user, no root over
-TCP, secrets only in files others cannot read, unprivileged workers, and the
-job allow-list."""
+authentication, network isolation, the firewall (issue 27: each guarded port open
+to its clients only), a confined MariaDB app user, no root over TCP, secrets only
+in files others cannot read, unprivileged workers, and the job allow-list."""
 
 from __future__ import annotations
 
@@ -84,6 +84,35 @@ def test_services_are_not_reachable_from_outside_the_private_network(target, por
     assert "OPEN" in inside, f"{target}:{port} not reachable from {W1} on the private network"
 
 
+def connects(source: str, target: str, port: int) -> str:
+    """"open", "refused" (a TCP reset) or "timeout", for a TCP connection from one host to another's private address."""
+    r = sh(source, f"timeout 4 bash -c 'exec 3<>/dev/tcp/{PRIVATE[target]}/{port}' 2>&1 && echo OPEN", check=False)
+    if "OPEN" in r.stdout:
+        return "open"
+    return "refused" if "refused" in r.stdout.lower() else "timeout"
+
+
+@pytest.mark.parametrize("source,target,port,expected", [
+    (W1, REDIS, 6379, "open"), (W2, DB, 3306, "open"), (REDIS, W1, 9818, "open"),  # clients of each service
+    (DB, REDIS, 6379, "refused"),    # the MariaDB host is no Redis client
+    (REDIS, DB, 3306, "refused"),    # nor is the Redis host a MariaDB client
+    (W2, W1, 9818, "refused"),       # an exporter answers the monitoring host only
+])
+def test_the_firewall_lets_in_the_fleets_clients_only(source, target, port, expected):
+    """queuefleet_firewall: each guarded port is reachable from its clients' private addresses and
+    refused (TCP reset) from any other host, although every one of them is on the private network."""
+    assert connects(source, target, port) == expected, f"{source} -> {target}:{port}"
+
+
+@pytest.mark.parametrize("container", [REDIS, DB, W1, W2])
+def test_the_firewall_table_is_loaded_at_boot_and_touches_nothing_else(container):
+    assert sh(container, "systemctl is-enabled queuefleet-firewall && systemctl is-active queuefleet-firewall").returncode == 0
+    tables = sh(container, "nft list tables").stdout.split("\n")
+    assert "table inet queuefleet" in tables, tables
+    ssh_rule = sh(container, "nft list table inet queuefleet | grep -c 'dport 22' || true").stdout.strip()
+    assert ssh_rule == "0", "the firewall never guards SSH"
+
+
 @pytest.fixture(scope="module")
 def other_database():
     sh(DB, "mysql -e \"CREATE TABLE IF NOT EXISTS otherapp.secrets (v VARCHAR(40)); "
@@ -163,8 +192,10 @@ def test_every_file_holding_a_secret_is_0640_or_stricter(container):
             hits[path] = (mode, owner)
     bad = {p: m for p, m in hits.items() if int(m[0], 8) & 0o027}
     assert not bad, f"secret-bearing files readable by others or group-writable on {container}: {bad}"
-    expected = {REDIS: ["/etc/redis/redis.conf"], W1: ["/opt/queuefleet/shared/queuefleet.env"],
+    # redis.conf holds the passwords' SHA-256 digests only (a user directive), not the password.
+    expected = {REDIS: [], W1: ["/opt/queuefleet/shared/queuefleet.env"],
                 W2: ["/opt/queuefleet/shared/queuefleet.env"], DB: []}[container]
+    assert "/etc/redis/redis.conf" not in hits
     for path in expected:
         assert path in hits, f"{path} should hold a secret (test assumption) but grep did not find one: {hits}"
     if container in WORKERS:
