@@ -174,3 +174,12 @@ def hook(failure: JobFailure):
 
 def broken_hook(failure: JobFailure):
     raise RuntimeError("the hook fails")
+
+
+def init_hook():
+    """A `queue work --init` hook: records that it ran, and in which process."""
+    client().rpush("executed", f"init:{os.getpid()}")
+
+
+def broken_init():
+    raise RuntimeError("the settings are broken")

@@ -220,10 +220,13 @@ def main(ctx: click.Context, redis_url: str, database_url: str, database_timeout
 @click.option("--on-failure", envvar="QUEUEFLEET_ON_FAILURE", default="", metavar="MODULE:FUNCTION",
               help="Called with a queuefleet.JobFailure once for every job that fails for good (QUEUEFLEET_ON_FAILURE); "
                    "its module must be allowed by --jobs.")
+@click.option("--init", "init", envvar="QUEUEFLEET_INIT", default="", metavar="MODULE:FUNCTION",
+              help="Called once with no arguments before the worker imports a handler or runs a job (QUEUEFLEET_INIT), "
+                   "e.g. django:setup; the worker does not start if it cannot be imported or raises.")
 @click.pass_obj
 def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float, memory: int, sleep: float, backoff: list[float],
          max_jobs: int, max_time: float, stop_when_empty: bool, once: bool, name: str, release: str, lease: float,
-         drain_timeout: float, max_lost: int, prefetch: int, log_format: str, on_failure: str) -> None:
+         drain_timeout: float, max_lost: int, prefetch: int, log_format: str, on_failure: str, init: str) -> None:
     """Run jobs from the queues until stopped (what supervisor runs).
 
     The release a worker reports is --release or QUEUEFLEET_RELEASE from the process
@@ -243,6 +246,7 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         raise click.BadParameter(f"bad module prefix in {jobs!r}: {exc}", param_hint="--jobs") from None
     if not allowed:
         raise click.UsageError("no job modules are allowed: pass --jobs myapp.jobs (or set QUEUEFLEET_JOBS)")
+    _run_init(init)  # before anything imports app code: the --on-failure hook's module is the first
     _check_failure_hook(on_failure, allowed)
     _check_redis_url(obj.redis_url)
     store = obj.store(check=False)
@@ -261,6 +265,27 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         prefix=obj.prefix, on_failure=on_failure, max_payload=obj.max_payload,
     )
     sys.exit(Worker(obj.redis_url, store, options).run())
+
+
+def _run_init(name: str) -> None:
+    """The --init hook, called once; a worker whose hook fails does not start (supervisor shows why in its stderr log)."""
+    if not name:
+        return
+    from .startup import InitError, load_init
+
+    try:
+        hook = load_init(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--init") from None
+    except InitError as exc:
+        _die(f"--init {name}: {exc}", 2)
+    try:
+        hook()
+    except Exception as exc:  # noqa: BLE001 - the traceback first, then one line saying the worker did not start
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        _die(f"--init {name} raised {exc.__class__.__name__}: {exc}; the worker did not start")
 
 
 def _check_failure_hook(name: str, allowed: tuple[str, ...]) -> None:
