@@ -41,6 +41,9 @@ def test_what_changes_the_code_is_a_new_release(builder, source):
     key = builder.release_key
     base = key([source], [])
     assert key([source], ["requests==2.32.3"]) != base
+    assert key([source], [], {"queuefleet": ["worker"]}) != base
+    assert key([source], [], {"queuefleet": ["mysql", "worker"]}) != key([source], [], {"queuefleet": ["worker"]})
+    assert key([source], [], {}) == base
     (source / "jobs.py").write_text("def run(data):\n    return None\n")
     assert key([source], []) != base
 
@@ -54,8 +57,9 @@ def test_a_malformed_target_is_refused(builder, bad):
 
 
 def build(cache: Path, *targets: str) -> dict:
+    """The worker tree as the role builds it: with the worker's extra."""
     worker = Path(__file__).resolve().parents[1] / "worker"
-    argv = [sys.executable, str(SCRIPT), "--cache", str(cache), "--source", str(worker)]
+    argv = [sys.executable, str(SCRIPT), "--cache", str(cache), "--source", str(worker), "--extras=queuefleet[worker]"]
     out = subprocess.run(argv + [f"--target={t}" for t in targets], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -162,3 +166,52 @@ def test_a_wheel_goes_into_the_wheelhouse_as_built(tmp_path):
     assert wheel.name in house["wheels"]
     assert (Path(house["path"]) / wheel.name).read_bytes() == wheel.read_bytes()
     assert any(w.startswith("redis-") for w in house["wheels"])
+    assert not any(w.startswith(("sqlalchemy-", "click-", "pymysql-")) for w in house["wheels"]), \
+        "without --extras, the core's dependencies only"
+
+
+def test_extras_fill_the_wheelhouse_and_a_release_installs_offline_with_them(tmp_path):
+    """What the role does for a worker host with a mysql+pymysql:// URL: --extras queuefleet[worker,mysql],
+    then `pip install --no-index 'queuefleet[mysql,worker]'` from the wheelhouse alone into a fresh venv,
+    and the worker's command line runs there."""
+    import platform as host
+    import venv
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    target = f"{python}:manylinux_2_28_{host.machine()}"
+    worker = Path(__file__).resolve().parents[1] / "worker"
+    argv = [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--source", str(worker),
+            "--extras=queuefleet[worker]", "--extras=queuefleet[mysql]", f"--target={target}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    built = json.loads(out.stdout)
+    assert built["extras"] == {"queuefleet": ["mysql", "worker"]}
+    (house,) = built["wheelhouses"].values()
+    for dist in ("sqlalchemy-", "click-", "rich-", "cronsim-", "prometheus_client-", "pymysql-", "redis-", "hiredis-"):
+        assert any(w.lower().startswith(dist) for w in house["wheels"]), (dist, house["wheels"])
+
+    venv.create(tmp_path / "release", with_pip=True)
+    spec = f"queuefleet[{','.join(built['extras']['queuefleet'])}]"
+    pip = [str(tmp_path / "release/bin/pip"), "install", "--no-index", "--disable-pip-version-check", "--no-cache-dir",
+           "--find-links", house["path"], spec]
+    installed = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    queue = subprocess.run([str(tmp_path / "release/bin/queue"), "--version"], capture_output=True, text=True, timeout=60)
+    assert queue.returncode == 0 and "0.1.0" in queue.stdout, queue.stderr
+    driver = subprocess.run([str(tmp_path / "release/bin/python"), "-c", "import pymysql, sqlalchemy, prometheus_client"],
+                            capture_output=True, text=True, timeout=60)
+    assert driver.returncode == 0, driver.stderr
+
+
+@pytest.mark.parametrize(("extras", "problem"), [
+    ("queuefleet", "is not NAME[EXTRA,...]"),
+    ("queuefleet[worker]>=1", "is not NAME[EXTRA,...]"),
+    ("other[worker]", "--extras names other, which no --source builds (built: queuefleet)"),
+])
+def test_extras_must_name_a_built_package(tmp_path, extras, problem):
+    worker = Path(__file__).resolve().parents[1] / "worker"
+    argv = [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--source", str(worker),
+            f"--extras={extras}", "--target=3.11.2:manylinux_2_28_x86_64"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert problem in out.stderr

@@ -5,6 +5,10 @@ source tree's files, or a wheel's or sdist's bytes) and the extra requirements. 
 the same release id, on any controller and on every host of a fleet, whatever
 Python the hosts run, and a re-run with no code change builds nothing.
 
+The extras a release installs of a local package (`--extras queuefleet[worker,mysql]`: the
+worker's dependencies and the failed-jobs database's driver) are part of the release: their
+dependencies are fetched into the wheelhouse too, and the role installs the package with them.
+
 One wheelhouse is built per target interpreter, a (Python minor version,
 platform) pair given with --target: a fleet of Debian 12 (Python 3.11) and
 Debian 13 (Python 3.13) hosts gets two wheelhouses under one release id. Local
@@ -19,8 +23,9 @@ was resolved for, and a host with a new one tops it up with what that version
 needs, under the same release id.
 
 Prints one JSON object: {"release", "changed", "wheelhouses": {TAG: {"path",
-"archive", "wheels", "pythons"}}} where TAG is cpXY-<platform>; the archive is
-that wheelhouse as one tar file, what the role ships to the hosts of that tag.
+"archive", "wheels", "pythons"}}, "targets": {TARGET: TAG}, "extras": {NAME: [EXTRA, ...]}}
+where TAG is cpXY-<platform>; the archive is that wheelhouse as one tar file, what the role
+ships to the hosts of that tag, and "extras" what to install each local package with.
 """
 
 from __future__ import annotations
@@ -51,14 +56,16 @@ def source_files(root: Path):
             yield path.relative_to(root).as_posix(), path
 
 
-def release_key(sources: list[Path], requirements: list[str]) -> str:
-    """The release id: the builder, the requirements and every source file. Not the target's
-    Python or platform: those choose the wheelhouse, not the release, so a mixed fleet runs one
-    release and a python3 update on the hosts is not a new release."""
+def release_key(sources: list[Path], requirements: list[str], extras: dict[str, list[str]] | None = None) -> str:
+    """The release id: the builder, the requirements, the local packages' extras and every source
+    file. Not the target's Python or platform: those choose the wheelhouse, not the release, so a
+    mixed fleet runs one release and a python3 update on the hosts is not a new release."""
     digest = hashlib.sha256()
     digest.update(f"builder={BUILDER_VERSION}\n".encode())
     for req in sorted(requirements):
         digest.update(f"req={req}\n".encode())
+    for name, wanted in sorted((extras or {}).items()):
+        digest.update(f"extras={name}[{','.join(sorted(wanted))}]\n".encode())
     for source in sources:
         digest.update(f"source={source.name}\n".encode())
         if source.is_file():  # a built artifact: its bytes are the code
@@ -84,6 +91,23 @@ def source_problem(source: Path) -> str | None:
             return None
         return f"{source} is neither a wheel (.whl) nor an sdist (.tar.gz, .zip)"
     return f"{source} does not exist on the controller"
+
+
+def canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them: `Queue_Fleet` and `queue-fleet` are one."""
+    return "-".join(name.replace("_", "-").replace(".", "-").lower().split("-"))
+
+
+def parse_extras(text: str) -> tuple[str, list[str]]:
+    """`queuefleet[worker,mysql]` -> ("queuefleet", ["mysql", "worker"])."""
+    Requirement = _marker_module()[2]
+    try:
+        req = Requirement(text)
+    except Exception:  # noqa: BLE001 - packaging's InvalidRequirement, vendored or not
+        req = None
+    if req is None or not req.extras or req.specifier or req.marker or req.url:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME[EXTRA,...], e.g. queuefleet[worker,mysql]")
+    return canonical(req.name), sorted(req.extras)
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -169,15 +193,27 @@ def fetch_for(wheel_dir: Path, python_version: str, platform: str, names: list[s
         pip(*download, *sorted(extra))
 
 
-def build_wheelhouse(out: Path, sources: list[Path], requirements: list[str], python_version: str, platform: str) -> None:
+def local_requirements(wheel_dir: Path, extras: dict[str, list[str]]) -> list[str]:
+    """Each local package built into `wheel_dir`, pinned to its built version and with its extras:
+    what pulls its dependencies (and its extras' ones) into the wheelhouse. An extra of a package
+    that is not built here is an error: the release could not install it."""
+    built = {canonical(w.name.split("-")[0]): w.name.split("-")[1] for w in wheel_dir.glob("*.whl")}
+    unknown = sorted(set(extras) - set(built))
+    if unknown:
+        sys.exit(f"--extras names {', '.join(unknown)}, which no --source builds (built: {', '.join(sorted(built)) or 'none'})")
+    return [f"{name}[{','.join(extras[name])}]=={version}" if name in extras else f"{name}=={version}"
+            for name, version in sorted(built.items())]
+
+
+def build_wheelhouse(out: Path, sources: list[Path], requirements: list[str], python_version: str, platform: str,
+                     extras: dict[str, list[str]] | None = None) -> None:
     """A complete wheelhouse for one target at `out`, built in a temporary directory and renamed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         if sources:
             pip("wheel", "--no-deps", "--wheel-dir", str(tmp), *map(str, sources))
-        names = sorted({w.name.split("-")[0].replace("_", "-") for w in tmp.glob("*.whl")})
-        fetch_for(tmp, python_version, platform, names + requirements)
+        fetch_for(tmp, python_version, platform, local_requirements(tmp, extras or {}) + requirements)
         seal(tmp, [python_version])
         if out.exists():
             shutil.rmtree(out)
@@ -224,6 +260,10 @@ def main() -> None:
     )
     parser.add_argument("--requirement", action="append", default=[], help="Extra requirement spec from the index (repeat)")
     parser.add_argument(
+        "--extras", action="append", default=[], type=parse_extras, metavar="NAME[EXTRA,...]",
+        help="Extras a local package is installed with, e.g. queuefleet[worker,mysql] (repeat per package)",
+    )
+    parser.add_argument(
         "--target", action="append", default=[], type=parse_target, required=True,
         help="Target interpreter PYTHON_VERSION:PLATFORM, e.g. 3.11.2:manylinux_2_28_x86_64 (repeat; the micro version matters for markers)",
     )
@@ -233,7 +273,10 @@ def main() -> None:
     problems = [problem for problem in map(source_problem, sources) if problem]
     if problems:
         sys.exit("; ".join(problems))
-    release = release_key(sources, args.requirement)
+    extras: dict[str, list[str]] = {}
+    for name, wanted in args.extras:
+        extras[name] = sorted(set(extras.get(name, [])) | set(wanted))
+    release = release_key(sources, args.requirement, extras)
     changed = False
     houses: dict[str, dict] = {}
     targets: dict[str, str] = {}  # each --target as given -> the wheelhouse it installs from
@@ -242,14 +285,14 @@ def main() -> None:
         targets[f"{python_version}:{platform}"] = tag
         out = args.cache / release / tag
         if not (out / ".complete").is_file():
-            build_wheelhouse(out, sources, args.requirement, python_version, platform)
+            build_wheelhouse(out, sources, args.requirement, python_version, platform, extras)
             changed = True
         elif top_up(out, python_version, platform):
             changed = True
         wheels = read_wheels(out)
         houses[tag] = {"path": str(out), "archive": str(write_archive(out, wheels)), "wheels": wheels,
                        "pythons": covered_pythons(out)}
-    print(json.dumps({"release": release, "changed": changed, "wheelhouses": houses, "targets": targets}))
+    print(json.dumps({"release": release, "changed": changed, "wheelhouses": houses, "targets": targets, "extras": extras}))
 
 
 def write_archive(wheelhouse: Path, wheels: list[str]) -> Path:

@@ -188,7 +188,12 @@ def make_engine(url: str, timeout: float = DATABASE_TIMEOUT) -> Engine:
             given = make_url(url).query
             kwargs["connect_args"] = {key: timeout for key in ("connect_timeout", "read_timeout", "write_timeout")
                                       if key not in given}
-    return create_engine(url, **kwargs)
+    try:
+        return create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        if exc.name != "pymysql":
+            raise
+        raise ModuleNotFoundError(f"{exc}: install the mysql extra, pip install 'queuefleet[mysql]'", name=exc.name) from exc
 
 
 def _is_disconnect(exc: DBAPIError) -> bool:
