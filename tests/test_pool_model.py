@@ -57,6 +57,10 @@ def test_the_demo_and_molecule_pools_are_valid_and_counted():
     ({"name": "p", "queues": ["q"], "numprocs": 1, "environment": ["A=1"]}, "pool #1 'p': environment must be a mapping of NAME: value (got [\"A=1\"])"),
     ({"name": "p", "queues": ["q"], "numprocs": 1, "user": "Root Man"}, "pool #1 'p': user must be a system user name (got \"Root Man\")"),
     ({"name": "p", "queues": ["q"], "numprocs": 1, "numproc": 3}, "pool #1 'p': unknown key 'numproc'"),
+    ({"name": "p", "queues": ["q"], "numprocs": 1, "init": "django.setup"},
+     "pool #1 'p': init must be MODULE:FUNCTION such as django:setup, or \"\" for none (got \"django.setup\")"),
+    ({"name": "p", "queues": ["q"], "numprocs": 1, "init": ["django:setup"]},
+     "pool #1 'p': init must be MODULE:FUNCTION such as django:setup, or \"\" for none (got [\"django:setup\"])"),
 ])
 def test_each_bad_field_gets_one_message_naming_the_pool(given, message):
     errors = pools(given)["errors"]
@@ -80,3 +84,33 @@ def test_the_list_itself_is_checked():
 def test_invalid_pools_do_not_count_as_processes():
     result = pools({"name": "a", "queues": ["q"], "numprocs": 2}, {"name": "b", "queues": [], "numprocs": 5})
     assert result["processes"] == 2
+
+
+def test_an_init_hook_names_new_programs_only_for_the_pools_that_set_it():
+    """`init:` is a pool key like the others, absent from the defaults: a pool without it keeps
+    its merged value, and so its generation (its program names), while a pool with it gets a new
+    one. The role-wide queue_worker_init joins the role's program settings only when set."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "collections"))
+    spec = importlib.util.spec_from_file_location("pool_programs", ROOT / "plugins/filter/pool_programs.py")
+    programs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(programs)
+    generation = programs.queue_worker_pool_generation
+
+    assert "init" not in DEFAULTS
+    plain = {"name": "web", "queues": ["default"], "numprocs": 2}
+    hooked = {**plain, "init": "django:setup"}
+    result = pools(plain, {**hooked, "name": "dj"}, {**plain, "name": "none", "init": ""})
+    assert result["errors"] == []
+    merged = {p["name"]: p for p in result["pools"]}
+    assert "init" not in merged["web"]
+    assert merged["web"] == {**DEFAULTS, "user": "queuefleet", **plain}, "the same merge as before the key existed"
+    settings = {"root": "/opt/queuefleet", "lease": "30", "log_format": "plain", "log_dir": "/var/log/queuefleet",
+                "stop_margin": "30", "template": "0" * 40}
+    base = generation(merged["web"], settings)
+    assert generation({**merged["web"], "init": "django:setup"}, settings) != base
+    assert generation(merged["web"], {**settings, "init": "django:setup"}) != base
+    tasks = yaml.safe_load((ROOT / "roles/queue_worker/tasks/variables.yml").read_text())
+    add = next(t for t in tasks if "init" in t.get("name", "") and "set_fact" in str(t))
+    assert add["when"] == "queue_worker_init | length > 0", "only a site that sets it gets new program names"

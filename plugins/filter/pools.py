@@ -30,7 +30,8 @@ NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 WHOLE = re.compile(r"^-?[0-9]+$")
 INT_KEYS = ("numprocs", "priority", "tries", "timeout", "memory", "max_jobs", "max_time", "startsecs", "startretries")
 KNOWN_KEYS = ("name", "queues", "numprocs", "priority", "tries", "timeout", "memory", "sleep", "backoff", "max_jobs",
-              "max_time", "user", "environment", "startsecs", "startretries")
+              "max_time", "user", "environment", "startsecs", "startretries", "init")
+INIT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _show(value: Any) -> str:
@@ -89,6 +90,9 @@ def _pool_errors(label: str, given: dict, pool: dict, max_numprocs: int) -> list
         errors.append(f"{label}: backoff must be seconds >= 0 or a list of them (got {_show(pool.get('backoff'))})")
     if "environment" in pool and not isinstance(pool["environment"], dict):
         errors.append(f"{label}: environment must be a mapping of NAME: value (got {_show(pool['environment'])})")
+    init = pool.get("init")
+    if "init" in pool and (not isinstance(init, str) or (init and not INIT.match(init))):
+        errors.append(f"{label}: init must be MODULE:FUNCTION such as django:setup, or \"\" for none (got {_show(init)})")
     user = pool.get("user")
     if "user" in pool and (not isinstance(user, str) or not USER.match(user)):
         errors.append(f"{label}: user must be a system user name (got {_show(user)})")
