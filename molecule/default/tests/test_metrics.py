@@ -80,11 +80,16 @@ def test_known_work_is_counted(host):
 
 
 DASHBOARD = r"""
-import urllib.request
+import http.cookiejar, urllib.parse, urllib.request
 token = [l.split("=", 1)[1].strip() for l in open("/opt/queuefleet/shared/queuefleet.env") if l.startswith("QUEUEFLEET_DASHBOARD_TOKEN=")][0]
-get = lambda path: urllib.request.urlopen("http://127.0.0.1:9819" + path, timeout=10).read().decode()
+base = "http://127.0.0.1:9819"
+get = lambda path: urllib.request.urlopen(base + path, timeout=10).read().decode()
+# A browser's session: POST the token to /login once, then the cookie (never the token) unlocks retry.
+session = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+login = session.open(urllib.request.Request(base + "/login", data=urllib.parse.urlencode({"token": token}).encode(),
+                                            headers={"Origin": base}), timeout=10)
 print(json.dumps({"health": get("/healthz"), "overview": json.loads(get("/api/overview")),
-                  "page": get("/?token=" + token), "anonymous": get("/")}))
+                  "page": login.read().decode(), "landed_on": login.geturl(), "anonymous": get("/")}))
 """
 
 
@@ -101,3 +106,4 @@ def test_the_dashboard_serves_the_fleet_with_retry_behind_the_token(host):  # lo
     assert len(seen["overview"]["workers"]) == 3
     assert {p["pool"] for p in seen["overview"]["pools"]} == {"default", "slow"}
     assert "retry and forget allowed" in seen["page"] and "read-only" in seen["anonymous"]
+    assert token not in seen["landed_on"] and token not in seen["page"], "the token is never in a URL or the page"

@@ -42,44 +42,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
-LIMIT = os.environ.get("QF_TEST_LIMIT", "molecule")
-SCENARIO = Path(__file__).resolve().parents[1]
+from helpers import BASE_POOLS, INVENTORY, LIMIT, PROJECT, SCENARIO, changed, flat, play, running
+
 BACKUPS = "/var/backups/queuefleet"
 QUEUE = "/opt/queuefleet/current/bin/queue --env-file /opt/queuefleet/shared/queuefleet.env"
 
 pytestmark = pytest.mark.skipif(not INVENTORY, reason="runs inside molecule verify")
-
-
-def base_pools() -> list[dict]:
-    if INVENTORY.endswith("inventories/demo/hosts.yml"):
-        return yaml.safe_load((PROJECT / "inventories/demo/group_vars/workers.yml").read_text())["queue_worker_pools"]
-    config = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
-    return config["provisioner"]["inventory"]["group_vars"]["molecule"]["queue_worker_pools"]
-
-
-BASE_POOLS = base_pools()
-BASE = {"queuefleet_environments": [LIMIT], "queue_worker_pools": BASE_POOLS}
-
-
-def play(playbook: str, expect_rc: int | None = 0, *, verbose: bool = False, **extra) -> str:
-    """Run a playbook against the host with extra vars; returns stdout (-v: with task results)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({**BASE, **extra}, f)
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
-    result = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / playbook), "-l", LIMIT, "-e", f"@{f.name}"]
-                            + (["-v"] if verbose else []),
-                            capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900)
-    os.unlink(f.name)
-    if expect_rc is not None:
-        assert result.returncode == expect_rc, f"{playbook}: rc={result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
-    return result.stdout
-
-
-def changed(out: str) -> int:
-    return sum(int(n) for n in re.findall(r"changed=(\d+)", out.split("PLAY RECAP")[-1]))
 
 
 def snapshots(host) -> list[str]:
@@ -89,12 +57,6 @@ def snapshots(host) -> list[str]:
 
 def sha(host, path: str) -> str:
     return host.check_output(f"sha256sum {path}").split()[0]
-
-
-def running(host, pool: str) -> int:
-    """RUNNING processes of a pool (supervisor programs queuefleet-<pool>-<generation>_<NN>)."""
-    out = host.run("supervisorctl status").stdout
-    return len(re.findall(rf"^queuefleet-{re.escape(pool)}-[0-9a-f]{{6}}_[0-9]{{2,}}\s+RUNNING\s", out, re.M))
 
 
 def current_release(host) -> str:
@@ -272,11 +234,6 @@ def test_10_mariadb_takes_live_options_without_a_restart(host):
     assert wait_timeout() == str(int(converged) // 2)
     play("playbooks/mysql.yml")  # back to the converged settings, live again
     assert wait_timeout() == converged and pid() == before
-
-
-def flat(out: str) -> str:
-    """The output with its line wrapping undone (the yaml callback folds long messages)."""
-    return " ".join(out.split())
 
 
 def supervisord_pid(host) -> str:
