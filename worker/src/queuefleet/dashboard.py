@@ -37,7 +37,8 @@ from .dashboard_data import collect
 from .dashboard_html import Access, render_login, render_page
 from .failed import FailedJobStore, describe_db_error, retry_failed
 from .payload import PayloadError
-from .queue import Queue, client_from_url, redacted_url
+from .connection import client_from_url, redacted_url
+from .queue import Queue
 from .serving import Network, allowed, http_server, is_loopback, listen_option, networks_option, shown_url
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from .logs import JobLog
 # Server replies that mean "not now" (redis-py maps some to classes and drops the code).
 TRANSIENT_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
                      redis.exceptions.ClusterDownError)
-TRANSIENT_REPLIES = ("MISCONF", "NOREPLICAS", "BUSY ", "OOM", "READONLY", "LOADING", "MASTERDOWN")
+# UNBLOCKED: a blocking call (the idle worker's BRPOP) on a master that was just turned into a replica.
+TRANSIENT_REPLIES = ("MISCONF", "NOREPLICAS", "BUSY ", "OOM", "READONLY", "LOADING", "MASTERDOWN", "UNBLOCKED")
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -2,7 +2,8 @@
 
 The Redis key layout is defined in lua/common.lua; this module only passes the
 prefix, queue names and ids to the scripts. All times in scripts come from
-Redis' own clock, so hosts with skewed clocks agree on leases and delays.
+the fleet clock, Redis' own clock carried across failovers (lua/common.lua), so hosts
+with skewed clocks agree on leases and delays.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
+from .connection import client_from_url, redacted_url
+from .durable import Durability
 from .payload import (MAX_DELAY, MAX_PAYLOAD, Job, check_job_id, check_job_name, check_limit, check_payload_size,
                       check_queue_name, check_seconds, check_unique_key, encode_data, new_id)
 from .protocol import NOTIFY_CAP, text
 from .scripts import SCRIPTS
+
+__all__ = ["Queue", "QueueStatus", "client_from_url", "redacted_url"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "queuefleet"
@@ -25,36 +30,6 @@ PUSH_CHUNK = 5000
 REMEMBER_IDS = 86400.0  # seconds a finished job's producer-given id is remembered
 UNIQUE_FOR = 3600.0  # seconds a unique job's key lives at most, by default
 HOST_SIGNAL_TTL = 7 * 86400  # seconds a host-scoped restart signal is kept
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its password, for logs and the failed_jobs table."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        password, port = parts.password, parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    if password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    else:
-        netloc = f":***@{netloc}"
-    if port:
-        netloc += f":{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def client_from_url(url: str, **kwargs: Any) -> redis.Redis:
-    """A redis-py client with timeouts, so a dead or blackholed server raises instead of hanging."""
-    kwargs.setdefault("socket_connect_timeout", 5)
-    kwargs.setdefault("socket_timeout", 10)
-    kwargs.setdefault("socket_keepalive", True)
-    kwargs.setdefault("health_check_interval", 30)
-    return redis.Redis.from_url(url, **kwargs)
 
 
 @dataclass
@@ -65,21 +40,30 @@ class QueueStatus:
 
 
 class Queue:
-    """A connection to queuefleet's queues in one Redis database."""
+    """A connection to queuefleet's queues in one Redis database.
+
+    Durable push (see durable.py): with `wait_replicas` > 0, every push returns only once that
+    many replicas have it, else raises NotReplicated; unset, the URL's `?wait_replicas=` and
+    `&wait_timeout_ms=`, then QUEUEFLEET_DURABLE_PUSH and QUEUEFLEET_DURABLE_PUSH_TIMEOUT_MS decide.
+    """
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, url: str = DEFAULT_REDIS_URL,
-                 remember_ids: float = REMEMBER_IDS, max_payload: int = MAX_PAYLOAD) -> None:
+                 remember_ids: float = REMEMBER_IDS, max_payload: int = MAX_PAYLOAD, wait_replicas: int | None = None,
+                 wait_timeout_ms: int | None = None) -> None:
         self.redis = client
         self.prefix = prefix
         self.url = url
         self.remember_ms = int(check_seconds("remember_ids", remember_ids, maximum=MAX_DELAY, allow_zero=False) * 1000)
         self.max_payload = check_limit(max_payload)
+        self.durability = Durability.resolve(url, wait_replicas, wait_timeout_ms)
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, remember_ids: float = REMEMBER_IDS,
-                 max_payload: int = MAX_PAYLOAD, **kwargs: Any) -> "Queue":
+                 max_payload: int = MAX_PAYLOAD, wait_replicas: int | None = None, wait_timeout_ms: int | None = None,
+                 **kwargs: Any) -> "Queue":
+        """A Queue on `url`: redis://... or redis+sentinel://... (see connection.py); `kwargs` go to the client."""
         return cls(client_from_url(url, **kwargs), prefix=prefix, url=url, remember_ids=remember_ids,
-                   max_payload=max_payload)
+                   max_payload=max_payload, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
     def encode(self, item: Job) -> str:
         """The job's payload; PayloadTooLarge (a ValueError) when it is over `max_payload` bytes."""
@@ -89,6 +73,15 @@ class Queue:
 
     def _run(self, name: str, args: list[Any]) -> Any:
         return SCRIPTS.run(self.redis, name, args)
+
+    def _push_run(self, calls: list[tuple[str, list[Any]]], ids: Sequence[str]) -> list[Any]:
+        """Run push scripts; with durable push, in one pipeline ending in WAIT (see durable.py)."""
+        d = self.durability
+        if not d.on:
+            return [self._run(name, args) for name, args in calls]
+        replies, acked = SCRIPTS.run_then_wait(self.redis, calls, d.replicas, d.timeout_ms)
+        d.check(acked, ids)
+        return replies
 
     # -- producing ----------------------------------------------------------
 
@@ -130,8 +123,8 @@ class Queue:
         check_unique_key(key)
         lock_ms = int(round(check_seconds("unique_for", unique_for, maximum=MAX_DELAY, allow_zero=False) * 1000))
         remember = self.remember_ms if given_id else 0
-        pushed, holder = self._run("push_unique", [self.prefix, item.queue, _delay_ms(delay), NOTIFY_CAP, remember, key,
-                                                    max(lock_ms, 1), item.id, self.encode(item)])
+        [(pushed, holder)] = self._push_run([("push_unique", [self.prefix, item.queue, _delay_ms(delay), NOTIFY_CAP, remember,
+                                                             key, max(lock_ms, 1), item.id, self.encode(item)])], [item.id])
         return bool(pushed), text(holder)
 
     def enqueue(self, item: Job, *, delay: float = 0, given_id: bool = True) -> bool:
@@ -189,14 +182,20 @@ class Queue:
             ids.append(job_id)
             args.append(job_id)
             args.append(payload)
-        for args, is_given in ((generated, False), (given, True)):
-            for start in range(0, len(args), 2 * PUSH_CHUNK):
-                self._push_encoded(queue, delay_ms, args[start : start + 2 * PUSH_CHUNK], is_given)
+        calls = [self._push_call(queue, delay_ms, args[start : start + 2 * PUSH_CHUNK], is_given)
+                 for args, is_given in ((generated, False), (given, True))
+                 for start in range(0, len(args), 2 * PUSH_CHUNK)]
+        if calls:
+            self._push_run(calls, ids)  # durable: one WAIT for the whole batch
         return ids
 
-    def _push_encoded(self, queue: str, delay_ms: int, pairs: list[str], given_id: bool) -> int:
+    def _push_call(self, queue: str, delay_ms: int, pairs: list[str], given_id: bool) -> tuple[str, list[Any]]:
         remember = self.remember_ms if given_id else 0
-        return int(self._run("push", [self.prefix, queue, delay_ms, NOTIFY_CAP, remember, *pairs]))
+        return "push", [self.prefix, queue, delay_ms, NOTIFY_CAP, remember, *pairs]
+
+    def _push_encoded(self, queue: str, delay_ms: int, pairs: list[str], given_id: bool) -> int:
+        [pushed] = self._push_run([self._push_call(queue, delay_ms, pairs, given_id)], pairs[::2])
+        return int(pushed)
 
     # -- restarts -------------------------------------------------------------
 

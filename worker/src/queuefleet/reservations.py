@@ -19,11 +19,23 @@ The three promises and how this module keeps them:
 
 Acks of finished jobs ride the next reservation round trip, or the keeper sends them
 when the next job runs long.
+
+With durable mode on (durable.py: the URL's wait_replicas, or QUEUEFLEET_DURABLE_PUSH), each
+reservation round trip that acks or reserves ends with a WAIT for the replicas. When they do
+not confirm it and the Sentinels name another master, those writes went to a demoted master
+and are lost with it: the acks are sent again (to the new master, where the jobs are still
+reserved under this worker's tokens) and the jobs just reserved are not run here (they are
+ready on the new master, or reserved there under this worker's token, and then taken back by
+the next fetch). So a switchover makes no job run twice through this worker's own writes.
 """
 
 from __future__ import annotations
 
 import time
+
+import redis
+
+from .durable import Durability
 
 from .holdings import Holdings, give_back_entries
 from .identity import ProcessIdentity
@@ -33,12 +45,17 @@ from .notes import RunningNote
 from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release, rewrite
 
 RECLAIM_FOR = 20.0  # seconds after a lost fetch reply during which its reservations are looked for
+WAIT_MS = 200  # durable mode: longest a fetch waits for the replicas (a healthy one answers in a round trip)
+UNCONFIRMED_PAUSE = 10.0  # seconds without WAIT after the replicas did not confirm and the master stayed
+MOVE_LOOKS = 10  # unconfirmed: ask the Sentinels this many times, 0.1 s apart, whether the master moved
 
 
 class Reservations:
     def __init__(self, link: Link, note: RunningNote, prefix: str, identity: ProcessIdentity, queues: list[str],
-                 lease: float, log: JobLog) -> None:
+                 lease: float, log: JobLog, durability: Durability | None = None) -> None:
         self.link = link
+        self.durability = durability or Durability()
+        self.wait_after = 0.0  # monotonic time from which fetches WAIT again
         self.note = note
         self.prefix = prefix
         self.identity = identity
@@ -74,10 +91,21 @@ class Reservations:
         keep = None
         if self.reclaim_next <= sent < self.reclaim_until:
             keep, self.reclaim_next = [e.id for e in self.holdings.leases()], sent + 1.0
+        confirmed: list[int] = []
+        run = self.link.call
+        if self.durability.on and (acks or max_jobs > 0) and sent >= self.wait_after:
+            run = lambda name, args: self._call_and_wait(name, args, confirmed)  # noqa: E731
         try:
-            result = fetch(self.link.call, self.prefix, self.queues, token_base=self.identity.token_base,
+            result = fetch(run, self.prefix, self.queues, token_base=self.identity.token_base,
                            host=self.identity.host, lease_ms=self.lease_ms, max_jobs=max_jobs, acks=[e.ack_key for e in acks],
                            keep=keep)
+            if confirmed and confirmed[0] < self.durability.replicas and (acks or result.jobs) and self._master_moved():
+                self.link.reset()
+                raise redis.ConnectionError(f"the master was replaced under this worker: {len(acks)} ack(s) sent again, "
+                                            f"{len(result.jobs)} job(s) left to the new master")
+            if confirmed and confirmed[0] < self.durability.replicas:
+                # A slow or missing replica, the same master: go on, without making every fetch wait for it.
+                self.wait_after = time.monotonic() + UNCONFIRMED_PAUSE
         except BaseException:
             self.holdings.unsent(acks)
             # The request may still reach Redis (a network that stalls, then heals) and
@@ -91,6 +119,23 @@ class Reservations:
         self.holdings.reserved(result.jobs, sent)
         self.holdings.report_lost_acks(result.lost_acks)
         return result
+
+    def _master_moved(self) -> bool:
+        """Unconfirmed writes: a switchover (the Sentinels name another master within a second
+        of the promotion), or a slow or missing replica (they do not)."""
+        for _ in range(MOVE_LOOKS):
+            if self.link.master_moved():
+                return True
+            if not self.link.follows_sentinels:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def _call_and_wait(self, name: str, args: list, confirmed: list[int]) -> object:
+        reply, replicas = self.link.call_and_wait(name, args, self.durability.replicas,
+                                                  min(self.durability.timeout_ms, WAIT_MS))
+        confirmed.append(replicas)
+        return reply
 
     # -- running and settling --------------------------------------------------------
 

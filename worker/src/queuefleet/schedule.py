@@ -36,7 +36,8 @@ from .logs import JobLog
 from .outage import Backoff, Outage, is_transient
 from .payload import MAX_TIMEOUT, JOB_ID, Job, check_job_name, check_queue_name, check_seconds
 from .protocol import NOTIFY_CAP, parse_signal, text
-from .queue import REMEMBER_IDS, client_from_url, redacted_url
+from .connection import client_from_url, redacted_url
+from .queue import REMEMBER_IDS
 from .restarts import RestartWatch
 from .scripts import SCRIPTS
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 import redis
 from redis.exceptions import NoScriptError
@@ -48,6 +48,29 @@ class Scripts:
         except NoScriptError:
             client.script_load(script.source)
             return client.evalsha(script.sha, 0, *args)
+
+    def run_then_wait(self, client: "redis.Redis | Any", calls: Sequence[tuple[str, list[Any]]], replicas: int,
+                      timeout_ms: int) -> tuple[list[Any], int]:
+        """Run scripts, then `WAIT replicas timeout_ms`, in one pipeline: one connection, so WAIT counts
+        the replicas that have these very writes. Returns the scripts' replies and WAIT's count. Scripts
+        the server does not know are loaded and the whole pipeline runs again (the push scripts are
+        idempotent per job id: a push that ran is not pushed twice)."""
+        for attempt in range(2):
+            with client.pipeline(transaction=False) as pipe:
+                for name, args in calls:
+                    pipe.evalsha(self.by_name[name].sha, 0, *args)
+                pipe.execute_command("WAIT", replicas, timeout_ms)
+                replies = pipe.execute(raise_on_error=False)
+            unknown = {calls[i][0] for i, reply in enumerate(replies[:-1]) if isinstance(reply, NoScriptError)}
+            if unknown and attempt == 0:
+                for name in unknown:
+                    client.script_load(self.by_name[name].source)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies[:-1]), int(replies[-1])
+        raise AssertionError("unreachable")
 
     def load_all(self, client: "redis.Redis | Any") -> None:
         for script in self.by_name.values():

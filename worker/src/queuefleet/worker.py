@@ -16,6 +16,7 @@ from typing import Any, Callable, TextIO
 
 import redis
 
+from .durable import Durability
 from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore
 from .callbacks import FailureCallbacks
@@ -31,7 +32,7 @@ from .payload import MAX_PAYLOAD
 from .protocol import FetchResult, Reserved, client_runner, deregister
 from .restarts import RestartWatch
 from .watchdog import Watchdog
-from .queue import redacted_url
+from .connection import client_from_url, redacted_url
 from .reservations import Reservations
 from .signals import WakeUp, WorkerSignals
 from .tallies import DONE, tally
@@ -78,14 +79,14 @@ class Worker:
         self.stderr = stderr or sys.stderr
         self.where = redacted_url(redis_url)
         self.link = Link(redis_url)
-        self.keeper_client = redis.Redis.from_url(redis_url, **worker_client_kwargs())
+        self.keeper_client = client_from_url(redis_url, health_check_interval=0, **worker_client_kwargs())
         self.outage = Outage(self.log, self.where)
         self.backoff = Backoff()
         self.guard = HandlerGuard()
         self.note = RunningNote(self.identity.pid, self.identity.instance)
         self.signals = WorkerSignals(self.guard, on_first_stop=self.note.stopping)
         self.reservations = Reservations(self.link, self.note, options.prefix, self.identity, options.queues, options.lease,
-                                         self.log)
+                                         self.log, Durability.resolve(redis_url))
         handlers = HandlerRegistry(options.allowed)
         self.runner = JobRunner(handlers, self.guard, self.log, default_tries=options.tries,
                                 default_timeout=options.timeout, max_lost=options.max_lost, max_payload=options.max_payload)
