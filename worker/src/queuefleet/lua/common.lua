@@ -73,9 +73,48 @@ function K.stats_minute(p, minute) return p .. ':stats:minute:' .. minute end
 -- A lease token is '<worker base>:<n>'.
 local function token_base(token) return string.match(token, '^(.*):[^:]*$') or token end
 
+-- The fleet clock (ms): what every lease deadline, due time and ready_at is stamped with. It is
+-- the server's TIME plus an offset kept in P:clock (a hash: server = run_id of the server that
+-- stamped last, last = the fleet time stamped last, offset/since/decay = the offset and when it
+-- was set). Replicas copy P:clock; a server that finds another run_id there took over (a
+-- failover, or a restart) and its own clock may differ from its predecessor's by any skew. It
+-- resumes the fleet clock at max(last, TIME - CLOCK_MAX_FREEZE_MS): never before the last stamp
+-- (a slow clock neither extends leases nor delays jobs by its skew), and a fast clock counts
+-- at most CLOCK_MAX_FREEZE_MS of the time since the last stamp (leases stamped by its
+-- predecessor do not run out early unless it is further ahead than that). The offset then
+-- fades linearly to 0, the fleet clock running at most 1% fast or slow, so it never drifts
+-- far from the servers' clocks. The last stamp is written by the workers' calls (fetch,
+-- extend, heartbeat): at most a heartbeat interval old while workers run.
+-- Test hook: a field 'skew:<run_id>' (ms) is added to that server's TIME, to simulate its
+-- clock being off (tests cannot set a server's clock). Nothing else writes it.
+local CLOCK_MAX_FREEZE_MS = 30000
+local CLOCK_MIN_DECAY_MS = 3000000
+local clock_now = nil
 local function now_ms()
+  if clock_now then return clock_now end
+  local key = ARGV[1] .. ':clock'
+  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local raw = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local c = redis.call('HMGET', key, 'server', 'last', 'offset', 'since', 'decay', 'skew:' .. run_id)
+  raw = raw + (tonumber(c[6]) or 0)
+  local offset, since, decay = tonumber(c[3]) or 0, tonumber(c[4]) or raw, tonumber(c[5]) or CLOCK_MIN_DECAY_MS
+  if c[1] ~= run_id then
+    local last = tonumber(c[2])
+    offset = last and (math.max(last, raw - CLOCK_MAX_FREEZE_MS) - raw) or 0
+    since, decay = raw, math.max(CLOCK_MIN_DECAY_MS, 100 * math.abs(offset))
+    redis.pcall('HSET', key, 'server', run_id, 'offset', offset, 'since', since, 'decay', decay, 'last', raw + offset)
+  end
+  clock_now = raw + math.floor(offset * math.max(0, 1 - (raw - since) / decay))
+  return clock_now
+end
+
+-- Record the fleet time as the last stamp (see now_ms); returns it. A Redis out of memory may
+-- refuse the write (pcall): the call itself goes on, so acks still free memory.
+local function clock_keep()
+  local now = now_ms()
+  redis.pcall('HSET', ARGV[1] .. ':clock', 'last', now)
+  return now
 end
 
 -- {generation, release, id} of a restart signal hash (fleet-wide or one host's).

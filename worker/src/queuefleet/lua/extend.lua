@@ -1,7 +1,7 @@
 -- Extend the leases a live worker holds (fenced by lease token).
 -- ARGV: prefix, lease_ms, n, (queue, id, token) * n. Returns the ids no longer held.
 local p, lease, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local deadline = now_ms() + lease
+local deadline = clock_keep() + lease
 local lost = {}
 for i = 0, n - 1 do
   local queue, id, token = ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i]

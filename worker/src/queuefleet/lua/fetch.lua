@@ -23,7 +23,7 @@ local n_acks, n_keep = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lost_acks = ack_entries(p, 9, n_acks)
 local first_keep = 9 + 4 * n_acks
 local first_queue = first_keep + math.max(n_keep, 0)
-local now = now_ms()
+local now = clock_keep()
 
 -- Reclaim reads this worker's own index (P:holder:<base>), never the reserved sets: after an
 -- outage every worker of a fleet may ask at once.

@@ -12,6 +12,7 @@ local ns, registry_ttl, value = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local key = K.worker(p, id)
 -- HSET first: a Redis out of memory refuses it, so the heartbeat fails as fetches do.
 redis.call('HSET', key, unpack(ARGV, 9, #ARGV))
+clock_keep()
 redis.call('PEXPIRE', K.running(p, ARGV[7]), ARGV[8])
 redis.call('PEXPIRE', K.holder(p, ARGV[7]), ARGV[8])
 redis.call('EXPIRE', key, ttl)
