@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .replication import Replication, SentinelView, read_replication, read_sentinels
 from .serving import Network, allowed, http_server, shown_url
 from .stats import FleetStats, read_stats
 
@@ -56,6 +57,11 @@ class FleetCollector(Collector):
         if stats is not None:
             yield from queue_metrics(stats)
             yield from worker_metrics(stats, s.host, s.pools)
+            try:
+                yield from replication_metrics(read_replication(self.client))
+            except (redis.RedisError, OSError):
+                pass
+        yield from sentinel_metrics(read_sentinels(self.client))
         yield from self._failed()
 
     def _thresholds(self) -> Iterator[Metric]:
@@ -142,6 +148,32 @@ def worker_metrics(stats: FleetStats, host: str, pools: dict[str, int]) -> Itera
     for (pool, release), n in sorted(by_release.items()):
         info.add_metric([host, pool, release], n)
     yield info
+
+
+def replication_metrics(rep: Replication) -> Iterator[Metric]:
+    """The master's replication, as INFO replication of the Redis this exporter reaches reports it."""
+    yield _gauge("queuefleet_redis_replication_role", "1 for the role of the Redis this exporter reaches (master, replica).",
+                 labels=["role"], samples=[([role], float(rep.role == role)) for role in ("master", "replica")])
+    yield _gauge("queuefleet_redis_connected_replicas", "Replicas online (synced and streaming) of the Redis master.",
+                 value=rep.connected)
+    yield _gauge("queuefleet_redis_replica_lag_seconds", "Seconds since each replica last acknowledged the replication stream.",
+                 labels=["replica"], samples=[([r.address], r.lag_seconds) for r in rep.replicas])
+    yield _gauge("queuefleet_redis_replica_lag_bytes", "Bytes of the replication stream each replica has not acknowledged yet.",
+                 labels=["replica"], samples=[([r.address], r.lag_bytes) for r in rep.replicas])
+
+
+def sentinel_metrics(view: SentinelView | None) -> Iterator[Metric]:
+    """The Sentinels of a redis+sentinel:// URL; nothing for a plain redis:// URL."""
+    if view is None:
+        return
+    yield _gauge("queuefleet_sentinels", "Sentinels in the Redis URL.", value=view.configured)
+    yield _gauge("queuefleet_sentinels_up", "Sentinels of the Redis URL that answered at this scrape.", value=view.answering)
+    yield _gauge("queuefleet_sentinel_quorum_ok", "1 when a Sentinel says quorum and failover authorization can be reached "
+                 "(SENTINEL CKQUORUM).", value=float(view.quorum_ok))
+    yield _gauge("queuefleet_sentinel_master_known", "1 when the Sentinels that answered name a master.",
+                 value=float(bool(view.master)))
+    yield _gauge("queuefleet_sentinel_master_info", "The master most answering Sentinels name (host:port).",
+                 labels=["master"], samples=[([view.master], 1)] if view.master else [])
 
 
 def _gauge(name: str, doc: str, *, value: float | None = None, labels: list[str] | None = None,
