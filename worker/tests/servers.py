@@ -76,21 +76,35 @@ class RedisServer:
     """A redis-server in a temp dir; can be stopped, killed and started again on the same port.
     With `appendonly`, the AOF is written with `appendfsync everysec` (Debian's and our role's default)."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None,
+                 replicaof: "RedisServer | None" = None) -> None:
         self.binary = require("redis-server")
         self.dir = workdir
         self.port = free_port()
         self.appendonly = appendonly
+        self.password = password
+        self.replicaof = replicaof
         self.proc: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec", "--daemonize", "no",
                 "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replicaof is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replicaof.port)]
+        args += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once (Debian's default waits 5 s)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = self.client()
         wait_for(lambda: pings(client), timeout=30, what="redis-server to answer")
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, **kwargs)  # type: ignore[arg-type]
+
+    def role(self) -> str:
+        return self.client(socket_timeout=2).role()[0].decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -100,8 +114,155 @@ class RedisServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds its sockets and answers nothing (a hung host)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
     def version(self) -> str:
-        return redis.Redis(port=self.port).info("server")["redis_version"]
+        return self.client().info("server")["redis_version"]
+
+
+class SentinelServer:
+    """One redis-sentinel (`redis-server --sentinel`) watching `master` as MASTER_NAME."""
+
+    def __init__(self, workdir: Path, master: RedisServer, *, quorum: int, down_after_ms: int, failover_timeout_ms: int,
+                 password: str | None = None) -> None:
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.conf = workdir / "sentinel.conf"
+        lines = [f"port {self.port}", "bind 127.0.0.1", "daemonize no", f"dir {workdir}", f"logfile {workdir / 'sentinel.log'}",
+                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} {quorum}",
+                 f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}",
+                 f"sentinel failover-timeout {MASTER_NAME} {failover_timeout_ms}",
+                 f"sentinel parallel-syncs {MASTER_NAME} 1"]
+        if master.password:
+            lines.append(f"sentinel auth-pass {MASTER_NAME} {_quoted(master.password)}")
+        if password:
+            lines.append(f"requirepass {_quoted(password)}")
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([require("redis-server"), str(self.conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: pings(self.client()), timeout=30, what="redis-sentinel to answer")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
+
+    def master(self) -> dict:
+        return _pairs(self.client().execute_command("SENTINEL", "MASTER", MASTER_NAME))
+
+    def replicas(self) -> list[dict]:
+        return [_pairs(r) for r in self.client().execute_command("SENTINEL", "REPLICAS", MASTER_NAME)]
+
+    def master_port(self) -> int:
+        return int(self.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)[1])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+MASTER_NAME = "qfmaster"
+
+
+def _pairs(flat: list) -> dict:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _quoted(value: str) -> str:
+    """A value for a redis config file line (spaces and quotes allowed)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class SentinelGroup:
+    """A master, one replica and 3 sentinels as local processes: what a Redis that survives its host
+    looks like on one machine. `url` is the redis+sentinel:// URL the clients use."""
+
+    def __init__(self, workdir: Path, *, password: str | None = "data pw/@:%", sentinel_password: str | None = None,
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000, appendonly: bool = True) -> None:
+        (workdir / "a").mkdir(parents=True, exist_ok=True)
+        (workdir / "b").mkdir(parents=True, exist_ok=True)
+        self.master = RedisServer(workdir / "a", appendonly=appendonly, password=password)
+        self.replica = RedisServer(workdir / "b", appendonly=appendonly, password=password, replicaof=self.master)
+        self.down_after_ms = down_after_ms
+        self.sentinels = [SentinelServer(workdir / f"s{i}", self.master, quorum=2, down_after_ms=down_after_ms,
+                                         failover_timeout_ms=failover_timeout_ms, password=sentinel_password)
+                          for i in range(3)]
+        self.password, self.sentinel_password = password, sentinel_password
+
+    @property
+    def url(self) -> str:
+        return self.url_with()
+
+    def url_with(self, query: str = "") -> str:
+        from urllib.parse import quote
+
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        params = [query] if query else []
+        if self.sentinel_password:
+            params.insert(0, f"sentinel_password={quote(self.sentinel_password, safe='')}")
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/0" + (f"?{'&'.join(params)}" if params else "")
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        wait_for(lambda: self.replica.client().info("replication")["master_link_status"] == "up", timeout=30,
+                 what="the replica to sync")
+        for s in self.sentinels:
+            s.start()
+        wait_for(self.settled, timeout=60, interval=0.1, what="the sentinels to know each other and the replica")
+
+    def settled(self) -> bool:
+        """Every sentinel names the same master, knows the other two and one replica that is up."""
+        masters = set()
+        for s in self.sentinels:
+            try:
+                m = s.master()
+                replicas = s.replicas()
+            except redis.RedisError:
+                return False
+            up = [r for r in replicas if not {"s_down", "disconnected"} & set(r["flags"].split(","))]
+            if m["num-other-sentinels"] != "2" or len(up) != 1 or "down" in m["flags"]:
+                return False
+            masters.add(m["port"])
+        return len(masters) == 1
+
+    def current_master(self) -> RedisServer:
+        port = self.sentinels[0].master_port()
+        return self.master if port == self.master.port else self.replica
+
+    def other(self, server: RedisServer) -> RedisServer:
+        return self.replica if server is self.master else self.master
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER: a planned switch (no agreement needed)."""
+        self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+
+    def wait_promoted(self, new: RedisServer, timeout: float = 30) -> float:
+        """Wait until every live sentinel names `new` and it says it is master; returns the seconds waited."""
+        start = time.monotonic()
+
+        def promoted() -> bool:
+            ports = {s.master_port() for s in self.sentinels if s.proc and s.proc.poll() is None}
+            return ports == {new.port} and new.role() == "master"
+
+        wait_for(lambda: poll(promoted, 0.01), timeout=timeout, interval=0.05, what=f"port {new.port} to be promoted")
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        for s in self.sentinels:
+            s.stop()
+        for r in (self.master, self.replica):
+            if r.proc and r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGCONT)
+            r.kill()
 
 
 class MariaDB:
