@@ -103,3 +103,64 @@ def test_a_client_without_a_private_address_is_named():
         fleet_firewall("redis1", hostvars, GROUPS)
     with pytest.raises(AnsibleFilterError, match="is not an IP address"):
         fleet_firewall("redis1", {**HOSTVARS, "mon1": {"queuefleet_private_address": "mon1.internal"}}, GROUPS)
+
+
+redis_master = load("plugins/filter/redis_master.py").redis_master
+
+
+def test_the_master_the_sentinels_name_wins_so_a_deploy_never_undoes_a_failover():
+    reports = [{"address": "10.0.0.11", "sentinel_master": "10.0.0.12 6379", "role": "slave"},
+               {"address": "10.0.0.12", "sentinel_master": "10.0.0.12 6379", "role": "master", "connected_replicas": 1},
+               {"address": "10.0.0.13", "sentinel_master": "10.0.0.12 6379"}]
+    assert redis_master(reports, "10.0.0.11")["address"] == "10.0.0.12"
+
+
+def test_without_a_sentinel_majority_the_server_with_replicas_or_the_first_host():
+    split = [{"sentinel_master": "10.0.0.11 6379"}, {"sentinel_master": "10.0.0.12 6379"}]
+    assert redis_master(split, "10.0.0.11")["address"] == "10.0.0.11"
+    replicated = [{"address": "10.0.0.11", "role": "slave"}, {"address": "10.0.0.12", "role": "master", "connected_replicas": 1}]
+    assert redis_master(replicated, "10.0.0.11")["address"] == "10.0.0.12"
+    fresh = [{"address": "10.0.0.11", "role": "master"}, {"address": "10.0.0.12", "role": "master"}]
+    assert redis_master(fresh, "10.0.0.11") == {"address": "10.0.0.11",
+                                                "why": "the first redis host (no sentinel names a master, no server has replicas)"}
+
+
+topology_problems = load("plugins/filter/redis_topology_problems.py").redis_topology_problems
+
+
+def topology(**overrides):
+    hostvars = {h: {"queuefleet_private_address": a, "redis_requirepass": "secret", "sentinel_quorum": 2}
+                for h, a in [("r1", "10.0.0.11"), ("r2", "10.0.0.12"), ("s1", "10.0.0.11"), ("s2", "10.0.0.12"),
+                             ("s3", "10.0.0.13"), ("s4", "10.0.0.14")]}
+    for host, values in overrides.items():
+        hostvars[host] = {**hostvars[host], **values}
+    return hostvars
+
+
+def test_a_topology_that_can_fail_over_safely_has_no_problem():
+    assert topology_problems(["r1", "r2"], ["s1", "s2", "s3"], topology()) == []
+    assert topology_problems(["r1"], [], topology()) == []
+
+
+@pytest.mark.parametrize("redis, sentinels, hostvars, message", [
+    (["r1", "r2"], ["s1", "s2"], {}, "at least three"),
+    (["r1", "r2"], ["s1", "s2", "s3", "s4"], {}, "even number"),
+    (["r1", "r2"], ["s1", "s2", "s3"], {"s3": {"queuefleet_private_address": "10.0.0.12"}}, "share one host"),
+    (["r1", "r2"], ["s1", "s2", "s3"], {"s1": {"sentinel_quorum": 1}}, "make it a majority"),
+    (["r1"], ["s1", "s2", "s3"], {}, "without a replica"),
+    (["r1", "r2"], [], {"r1": {"redis_requirepass": ""}}, "masterauth"),
+    (["r1", "r2"], ["s1", "s2", "s3"], {"r1": {"redis_requirepass": "two words"}}, "whitespace or a quote"),
+])
+def test_a_topology_that_cannot_fail_over_safely_is_refused_with_a_reason(redis, sentinels, hostvars, message):
+    problems = topology_problems(redis, sentinels, topology(**hostvars))
+    assert any(message in p for p in problems), problems
+
+
+redis_url = load("plugins/filter/redis_url.py").redis_url
+
+
+def test_the_workers_url_names_the_master_or_its_sentinels():
+    hostvars = topology()
+    assert redis_url(["r1", "r2"], [], hostvars, NASTY) == f"redis://:{urlquote(NASTY)}@10.0.0.11:6379/0"
+    url = redis_url(["r1", "r2"], ["s1", "s2", "s3"], hostvars, "pw", sentinel_password="s/pw")
+    assert url == "redis+sentinel://:pw@10.0.0.11:26379,10.0.0.12:26379,10.0.0.13:26379/queuefleet/0?sentinel_password=s%2Fpw"

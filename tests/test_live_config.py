@@ -168,3 +168,21 @@ def test_supervisord_other_settings_restart_it():
     assert supervisord(new)["restart"] == ["unix_http_server.chmod"] and supervisord(new)["deferred"] == ["supervisord.loglevel"]
     added = SUPERVISORD_CONF + "\n[inet_http_server]\nport=127.0.0.1:9001\n"
     assert supervisord(added)["restart"] == ["inet_http_server.port"]
+
+
+def test_replication_goes_live_and_a_master_has_no_replicaof():
+    replica = CONF + "replicaof 10.0.0.11 6379\n"
+    found = redis(replica)
+    assert found["live"] == {"replicaof": "10.0.0.11 6379"} and found["was"] == {"replicaof": ""} and found["restart"] == []
+    assert redis(replica, live={"replicaof": "10.0.0.11 6379"})["live"] == {}
+    # This server must be the master (Sentinel says so) but still follows another one: REPLICAOF NO ONE.
+    assert redis(CONF, running_copy=replica, live={"replicaof": "10.0.0.12 6379"})["live"] == {"replicaof": ""}
+
+
+def test_masterauth_compares_as_written_not_lower_cased():
+    conf = CONF + 'masterauth "AbC d#1"\n'
+    keys = LIVE + ["masterauth"]
+    same = service_config.pending("redis", conf, conf, live_keys=keys, live_values=dict(RUNNING, masterauth="AbC d#1"))
+    assert same["live"] == {}
+    other = service_config.pending("redis", conf, conf, live_keys=keys, live_values=dict(RUNNING, masterauth="abc d#1"))
+    assert other["live"] == {"masterauth": "AbC d#1"}

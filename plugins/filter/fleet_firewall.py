@@ -24,7 +24,9 @@ def default_services(own: dict[str, Any]) -> list[dict[str, Any]]:
     exporter = str(own.get("queue_worker_exporter_listen") or "127.0.0.1:9818").rsplit(":", 1)[-1]
     return [
         {"name": "redis", "port": own.get("redis_port") or 6379, "group": "redis",
-         "clients": ["workers", "producers", "monitoring", "redis"]},
+         "clients": ["workers", "producers", "monitoring", "redis", "sentinels"]},
+        {"name": "sentinel", "port": own.get("sentinel_port") or 26379, "group": "sentinels",
+         "clients": ["workers", "producers", "monitoring", "redis", "sentinels"]},
         {"name": "mysql", "port": own.get("mysql_port") or 3306, "group": "mysql", "clients": ["workers", "producers"]},
         {"name": "exporter", "port": exporter, "group": "workers", "clients": ["monitoring"]},
     ]

@@ -210,9 +210,20 @@ def redis_config(port: int, passwords: List[str], host: str = "127.0.0.1") -> Tu
             default = [line for line in acl.splitlines() if line.startswith("user default ")]
             if default:
                 values["user"] = default[0]
+            info = run(["redis-cli", "--no-auth-warning", "--raw", "-h", host, "-p", str(port), "INFO", "replication"],
+                       env=env, timeout=10)[1]
+            values["replicaof"] = replica_of(info)
             return values, ""
         error = (out or err).strip().splitlines()[0] if (out or err).strip() else f"redis-cli exited {rc}"
     return None, error
+
+
+def replica_of(info: str) -> str:
+    """"HOST PORT" of the master an INFO replication section names, "" for a master."""
+    fields = dict(line.strip().split(":", 1) for line in info.splitlines() if ":" in line)
+    if fields.get("role") != "slave":
+        return ""
+    return f"{fields.get('master_host', '')} {fields.get('master_port', '')}".strip()
 
 
 def mysql_variables(socket: str) -> Tuple[Optional[Dict[str, str]], str]:

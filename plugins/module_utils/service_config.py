@@ -104,6 +104,13 @@ def normalize_redis_user(value: str) -> str:
     return " ".join([state] + digests)
 
 
+# Redis settings whose value is case-sensitive text (a password): compared as Redis reads them.
+_REDIS_VERBATIM = ("masterauth", "masteruser")
+# Redis settings that always go live, even when redis_live_settings leaves them out: the default user's
+# passwords (ACL SETUSER) and replication (REPLICAOF), which a restart would only lose.
+REDIS_ALWAYS_LIVE = ("user", "replicaof")
+
+
 def normalize_redis(value: str) -> str:
     """A Redis setting as CONFIG GET shows it: sizes in bytes, words lower-case and single-spaced."""
     words = _redis_words(value).lower().split()
@@ -159,7 +166,10 @@ def pending(kind: str, desired_text: str, running_text: Optional[str], *, live_k
     running = parse(running_text)
     live_set = {_key(kind, key) for key in live_keys}
     if kind == "redis":
-        live_set.add("user")  # the default user's passwords: ACL SETUSER
+        live_set.update(REDIS_ALWAYS_LIVE)
+        # A master has no replicaof line: compared as "" with what the server reports.
+        desired.setdefault("replicaof", "")
+        running.setdefault("replicaof", "")
     deferred_set = {_key(kind, key) for key in deferred_keys}
     ignored = {_key(kind, key) for key in ignore_keys}
     restart: List[str] = []
@@ -191,6 +201,8 @@ def pending(kind: str, desired_text: str, running_text: Optional[str], *, live_k
 def _normalized(kind: str, key: str, value: str) -> str:
     if (kind, key) == ("redis", "user"):
         return normalize_redis_user(value)
+    if kind == "redis" and key in _REDIS_VERBATIM:
+        return _redis_words(value)
     return NORMALIZERS.get(kind, lambda text: text.strip())(value)
 
 

@@ -159,6 +159,8 @@ def apply_live(module: AnsibleModule, kind: str, live: dict) -> list[str]:
             if key == "user":  # the default user's passwords, replaced in one command
                 words = value.split()
                 command = ["ACL", "SETUSER", words[0], "resetpass", *words[1:]]
+            elif key == "replicaof":  # follow another master, or become one
+                command = ["REPLICAOF", *(value.split() or ["NO", "ONE"])]
             else:
                 command = ["CONFIG", "SET", key, value]
             rc, out, err = host_probe.run(
@@ -251,8 +253,12 @@ def main() -> None:
 
 
 def _shown(key: str, value: str) -> str:
-    """A value as the report shows it; the password digests of Redis's default user are left out."""
-    return "(passwords)" if key == "user" else value
+    """A value as the report shows it; passwords and their digests are left out."""
+    if key in ("user", "masterauth", "masteruser"):
+        return "(passwords)"
+    if key == "replicaof":
+        return value or "(none: a master)"
+    return value
 
 
 if __name__ == "__main__":
