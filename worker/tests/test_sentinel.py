@@ -286,3 +286,21 @@ def test_workers_producer_scheduler_and_exporter_ride_out_a_switchover_and_a_kil
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_an_acl_user_without_info_keeps_the_servers_own_clock(r, redis_url):
+    """The fleet clock reads the server's run_id with INFO; a user denied INFO still works."""
+    r.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-info"])
+    try:
+        url = redis_url.replace("redis://", "redis://noinfo:pw@")
+        q = Queue.from_url(url)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            q.redis.info()
+        q.push("qf_testjobs:record", {"tag": "a"}, id="a")
+        got = protocol.fetch(client_runner(q.redis), "queuefleet", ["default"], token_base="w:1", host="h", lease_ms=5000,
+                             max_jobs=1)
+        assert [j.id for j in got.jobs] == ["a"]
+        assert abs(got.now_ms / 1000 - time.time()) < 2
+        assert r.hget("queuefleet:clock", "server") == b"?"
+    finally:
+        r.acl_deluser("noinfo")

@@ -93,7 +93,9 @@ local clock_now = nil
 local function now_ms()
   if clock_now then return clock_now end
   local key = ARGV[1] .. ':clock'
-  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
+  -- An ACL user without INFO gets '?': the server's own clock, as without this.
+  local info = redis.pcall('INFO', 'server')
+  local run_id = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or '?'
   local t = redis.call('TIME')
   local raw = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local c = redis.call('HMGET', key, 'server', 'last', 'offset', 'since', 'decay', 'skew:' .. run_id)
