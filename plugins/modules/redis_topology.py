@@ -23,10 +23,11 @@ options:
     description: The sentinel's port on this host (0 asks no sentinel).
     type: int
     default: 26379
-  sentinel_password:
-    description: The sentinel's password.
-    type: str
-    default: ""
+  sentinel_passwords:
+    description: Passwords to try with the sentinel, in order.
+    type: list
+    elements: str
+    default: []
   redis_port:
     description: The Redis server's port on this host (0 asks no Redis server).
     type: int
@@ -41,7 +42,7 @@ options:
 EXAMPLES = r"""
 - name: Read who is master
   queuefleet.fleet.redis_topology:
-    sentinel_password: "{{ sentinel_requirepass }}"
+    sentinel_passwords: ["{{ sentinel_requirepass }}"]
     redis_passwords: ["{{ redis_requirepass }}"]
   register: topology
   no_log: true
@@ -75,7 +76,7 @@ def main() -> None:
         argument_spec={
             "name": {"type": "str", "default": "queuefleet"},
             "sentinel_port": {"type": "int", "default": 26379},
-            "sentinel_password": {"type": "str", "default": "", "no_log": True},
+            "sentinel_passwords": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "redis_port": {"type": "int", "default": 6379},
             "redis_passwords": {"type": "list", "elements": "str", "default": [], "no_log": True},
         },
@@ -83,14 +84,15 @@ def main() -> None:
     )
     params = module.params
     result = {"changed": False, "sentinel_master": "", "role": "", "master": "", "connected_replicas": 0}
-    if params["sentinel_port"]:
-        env = {"REDISCLI_AUTH": params["sentinel_password"]} if params["sentinel_password"] else {}
+    for password in (params["sentinel_passwords"] or [""]) if params["sentinel_port"] else []:
+        env = {"REDISCLI_AUTH": password} if password else {}
         rc, out, unused_err = host_probe.run(["redis-cli", "--no-auth-warning", "--raw", "-h", "127.0.0.1", "-p",
                                               str(params["sentinel_port"]), "SENTINEL", "get-master-addr-by-name",
                                               params["name"]], env=env, timeout=10)
         lines = out.split()
         if rc == 0 and len(lines) == 2 and lines[1].isdigit():
             result["sentinel_master"] = " ".join(lines)
+            break
     if params["redis_port"]:
         for password in params["redis_passwords"] or [""]:
             env = {"REDISCLI_AUTH": password} if password else {}

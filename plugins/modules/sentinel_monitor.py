@@ -11,8 +11,11 @@ description:
     (C(SENTINEL MONITOR)) at O(master_host); one it monitors is never moved, since the sentinel follows failovers itself.
   - Quorum, C(down-after-milliseconds), C(failover-timeout), C(parallel-syncs) and C(auth-pass) that differ from what the
     running sentinel reports (C(auth-pass) from its config file, which it rewrites itself) are set live (C(SENTINEL SET)).
-  - Reports, without changing them, what only a restart applies, such as the sentinel not answering O(password), or not
-    listening on every address of O(bind) at O(port) (RV(restart)).
+  - The passwords clients give the sentinel (its default user) are compared by their SHA-256 digests with O(passwords)
+    and replaced live (C(ACL SETUSER)), then persisted (C(SENTINEL FLUSHCONFIG)): during a rotation it accepts the new
+    and the previous password at once.
+  - Reports, without changing it, what only a restart applies, the sentinel not listening on every address of O(bind)
+    at O(port) (RV(restart)).
   - Check mode reports what would be set.
 version_added: 1.1.0
 author: queuefleet (@queuefleet)
@@ -58,10 +61,11 @@ options:
     type: list
     elements: str
     default: [127.0.0.1]
-  password:
-    description: The sentinel's own password (requirepass).
-    type: str
-    default: ""
+  passwords:
+    description: The passwords clients give the sentinel, the current one first (two during a rotation); none for no password.
+    type: list
+    elements: str
+    default: []
   config:
     description: The sentinel's config file.
     type: path
@@ -77,7 +81,7 @@ EXAMPLES = r"""
     down_after_ms: 5000
     failover_timeout_ms: 60000
     auth_pass: "{{ redis_requirepass }}"
-    password: "{{ sentinel_requirepass }}"
+    passwords: ["{{ sentinel_requirepass }}"]
   no_log: true
 """
 
@@ -101,6 +105,7 @@ restart:
   returned: always
 """
 
+import hashlib
 import re
 
 from ansible.module_utils.basic import AnsibleModule
@@ -114,7 +119,11 @@ class Sentinel:
         self.module = module
         params = module.params
         self.base = ["redis-cli", "--no-auth-warning", "--raw", "-h", "127.0.0.1", "-p", str(params["port"])]
-        self.env = {"REDISCLI_AUTH": params["password"]} if params["password"] else {}
+        self.env: dict[str, str] = {}
+        for password in [p for p in params["passwords"] if p] + [""]:  # the first one the sentinel takes
+            self.env = {"REDISCLI_AUTH": password} if password else {}
+            if self.call("PING")[1] == "PONG":
+                break
 
     def call(self, *args: str) -> tuple[int, str]:
         rc, out, err = self.module.run_command([*self.base, *args], environ_update=self.env)
@@ -162,7 +171,7 @@ def main() -> None:
             "auth_pass": {"type": "str", "default": "", "no_log": True},
             "port": {"type": "int", "default": 26379},
             "bind": {"type": "list", "elements": "str", "default": ["127.0.0.1"]},
-            "password": {"type": "str", "default": "", "no_log": True},
+            "passwords": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "config": {"type": "path", "default": "/etc/redis/sentinel.conf"},
         },
         supports_check_mode=True,
@@ -171,12 +180,13 @@ def main() -> None:
     sentinel = Sentinel(module)
     result = {"changed": False, "master": "", "set": {}, "monitored": False, "restart": []}
 
-    rc, pong = sentinel.call("PING")
+    pong = sentinel.call("PING")[1]
     if pong != "PONG":
-        result["restart"].append(f"the sentinel does not answer its password on port {params['port']}: {pong[:120]}")
-        module.exit_json(msg="; ".join(result["restart"]), **result)
+        module.fail_json(msg=f"the sentinel on port {params['port']} takes none of the passwords given: {pong[:120]}", **result)
     wanted = {address.lstrip("-") for address in params["bind"] if not address.startswith("-")}
-    missing = sorted(wanted - listening(module, params["port"]) - {"0.0.0.0", "::"})
+    found_listeners = listening(module, params["port"])
+    wildcard = bool(found_listeners & {"*", "0.0.0.0", "::"})
+    missing = [] if wildcard else sorted(wanted - found_listeners)
     if missing:
         result["restart"].append(f"not listening on {', '.join(missing)} port {params['port']}")
 
@@ -202,7 +212,22 @@ def main() -> None:
             rc, out = sentinel.call("SENTINEL", "SET", params["name"], key, value)
             if out != "OK":
                 module.fail_json(msg=f"SENTINEL SET {params['name']} {key} failed: {out}", **result)
-    result["changed"] = result["changed"] or bool(changes)
+    wanted_digests = sorted({hashlib.sha256(p.encode()).hexdigest() for p in params["passwords"] if p})
+    acl = sentinel.call("ACL", "LIST")[1]
+    default_user = next((line.split() for line in acl.splitlines() if line.startswith("user default ")), [])
+    if sorted(word[1:] for word in default_user if word.startswith("#")) != wanted_digests or \
+            (not wanted_digests and "nopass" not in default_user):
+        result["set"]["passwords"] = "(passwords)"
+        if not module.check_mode:
+            access = [f"#{digest}" for digest in wanted_digests] or ["nopass"]
+            out = sentinel.call("ACL", "SETUSER", "default", "on", "resetpass", *access, "~*", "&*", "+@all")[1]
+            if out != "OK":
+                module.fail_json(msg=f"ACL SETUSER default failed: {out}", **result)
+            sentinel.env = {"REDISCLI_AUTH": next(p for p in params["passwords"] if p)} if wanted_digests else {}
+            out = sentinel.call("SENTINEL", "FLUSHCONFIG")[1]
+            if out != "OK":
+                module.fail_json(msg=f"SENTINEL FLUSHCONFIG (persisting the passwords) failed: {out}", **result)
+    result["changed"] = result["changed"] or bool(result["set"])
     parts = ([f"now monitors {params['name']} at {result['master']}"] if result["monitored"] else []) + \
             ([f"set live: {', '.join(f'{k} {v}' for k, v in sorted(result['set'].items()))}"] if result["set"] else []) + \
             ([f"needs a restart: {'; '.join(result['restart'])}"] if result["restart"] else [])
