@@ -989,7 +989,10 @@ def write_results(bench: Bench, info, rows, tgts, path: Path, started, duration)
         "  redis>=6.4, so celery is held at 5.6.3 / kombu 5.6.2.",
         "",
     ]
-    path.write_text("\n".join(lines))
+    import durable
+
+    kept = durable.kept_section(path)  # measured by `bench/run --durable`, not by this run
+    path.write_text("\n".join(lines) + (f"\n{kept}\n" if kept else ""))
 
 
 def main():
@@ -1006,7 +1009,13 @@ def main():
     ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (worker logs)")
+    ap.add_argument("--durable", action="store_true",
+                    help="only measure what durable push costs (master + replica; bench/durable.py)")
     args = ap.parse_args()
+    if args.durable:
+        import durable
+
+        return durable.main(None if args.no_results or args.quick else args.results)
     if args.quick:
         args.scale = min(args.scale, 0.1)
         args.latency_samples = min(args.latency_samples, 50)

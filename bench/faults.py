@@ -407,7 +407,8 @@ def write_results(rows: list[Row], took: float, info: dict[str, str]) -> None:
         "",
         "What the toolkit configures (`roles/redis`, all overridable): `appendonly yes`, `appendfsync everysec`,",
         "RDB snapshots, `supervised systemd` (a stop waits for Redis to write and exit), `maxmemory-policy",
-        "noeviction` (a full Redis refuses pushes rather than dropping jobs). No replica, no Sentinel.",
+        "noeviction` (a full Redis refuses pushes rather than dropping jobs). Replicas and Sentinel are optional:",
+        "see the Redis failover section below (`bench/faults --sentinel`).",
         "",
         "- **Clean restart or stop**: Redis writes and fsyncs the AOF before exiting; nothing acknowledged is lost.",
         "- **Process crash** (kill -9, OOM killer): nothing acknowledged is lost (fault 4): the AOF is written",
@@ -420,7 +421,10 @@ def write_results(rows: list[Row], took: float, info: dict[str, str]) -> None:
         "- `redis_appendfsync: always` closes the window; replication alone does not (replicas are asynchronous).",
         "",
     ])
-    (HERE / "FAULTS.md").write_text(text)
+    import failover
+
+    kept = failover.kept_section(HERE / "FAULTS.md")  # written by `bench/faults --sentinel`
+    (HERE / "FAULTS.md").write_text(text + (f"\n{kept}\n" if kept else ""))
 
 
 def machine_info(h: Harness) -> dict[str, str]:
@@ -449,7 +453,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-results", action="store_true", help="print the table, leave FAULTS.md alone")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs of every worker)")
+    parser.add_argument("--sentinel", action="store_true",
+                        help="only the Redis failover rows: master, replica and 3 sentinels (bench/failover.py)")
+    parser.add_argument("--only", default="", help="with --sentinel: run the rows whose name contains this text")
     args = parser.parse_args()
+    if args.sentinel:
+        import failover
+
+        return failover.main(not args.no_results, args.keep_tmp, lambda name: args.only in name)
     tmp = Path(tempfile.mkdtemp(prefix="queuefleet-faults-"))
     started = time.monotonic()
     h = Harness(tmp)
