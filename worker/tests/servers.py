@@ -162,8 +162,14 @@ class SentinelServer:
     def master_port(self) -> int:
         return int(self.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)[1])
 
+    def freeze(self) -> None:
+        """SIGSTOP: a hung Sentinel (connections are accepted, nothing is answered)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(30)
 

@@ -89,6 +89,25 @@ def test_a_blocked_wait_on_a_master_turned_replica_counts_as_an_outage(tmp_path:
         b.kill()
 
 
+def test_hung_sentinels_do_not_slow_a_client_whose_master_answers(group: SentinelGroup):
+    """Every Sentinel hangs (SIGSTOP): the client asks them once (1 s each, no retries), then
+    leaves them alone for 10 s while it keeps using the master it knows."""
+    q = Queue.from_url(group.url)
+    q.push("qf_testjobs:record", {"tag": "before"})
+    time.sleep(1.1)  # the next call asks the Sentinels again
+    for s in group.sentinels:
+        s.freeze()
+    slow, pushed, start = [], 0, time.monotonic()
+    while time.monotonic() - start < 7:
+        t = time.monotonic()
+        q.push("qf_testjobs:record", {"tag": "during"})
+        pushed += 1
+        if time.monotonic() - t > 0.5:
+            slow.append(round(time.monotonic() - t, 1))
+    assert len(slow) == 1 and slow[0] < 4.5, slow
+    assert pushed > 100
+
+
 # -- durable push --------------------------------------------------------------------------------
 
 

@@ -29,12 +29,15 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
 MASTER_CHECK_INTERVAL = 1.0  # seconds between asking the Sentinels whether the master moved, while in use
+SENTINELS_DOWN_PAUSE = 9.0  # extra seconds before asking again when no Sentinel named a master
 SENTINEL_TIMEOUT = 1.0  # seconds to connect to and hear from one Sentinel: a dead one must not stall discovery
 OWN_PARAMS = ("wait_replicas", "wait_timeout_ms")
 SENTINEL_PARAMS = ("sentinel_username", "sentinel_password")
@@ -139,14 +142,14 @@ def check_url(url: str) -> None:
 
 def sentinel_for(target: SentinelTarget, **kwargs: Any) -> Sentinel:
     """A redis-py Sentinel manager for `target`; `kwargs` are the data connections' settings."""
+    # No retries: a Sentinel that does not answer at once is skipped for the next (discovery
+    # asks them in turn), instead of costing several timeouts on every connect.
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
-                                       "socket_keepalive": True, "retry": kwargs.get("retry")}
+                                       "socket_keepalive": True, "retry": Retry(NoBackoff(), 0)}
     if target.sentinel_password is not None:
         sentinel_kwargs["password"] = target.sentinel_password
     if target.sentinel_username is not None:
         sentinel_kwargs["username"] = target.sentinel_username
-    if sentinel_kwargs["retry"] is None:
-        del sentinel_kwargs["retry"]
     return Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
 
 
@@ -174,7 +177,9 @@ class FollowingPool(SentinelConnectionPool):
                 self._checked = now
                 self.get_master_address()  # redis-py closes idle connections when the address changed
             except MasterNotFoundError:
-                pass  # no Sentinel answers or none names a master: go on with what we have
+                # No Sentinel answers or none names a master: go on with the connections we have,
+                # and ask less often (every call would wait for the Sentinels' timeouts).
+                self._checked = now + SENTINELS_DOWN_PAUSE
             finally:
                 self._check_lock.release()
         if connection is None or getattr(connection, "_sock", None) is None or self.master_address is None:
