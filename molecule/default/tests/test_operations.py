@@ -328,7 +328,7 @@ def test_13_unchanged_roles_are_skipped_and_drift_in_each_is_repaired(host):
     host.run_expect([0], "systemctl stop logrotate.timer")
     host.run_expect([0], f"rm {program} && supervisorctl update" if supervisor_file == program else f"chmod 0644 {supervisor_file}")
     out = flat(play("deploy.yml", verbose=True))
-    assert f"redis: host state differs from the full run of" in out and f"(path {conf})" in out, out[-4000:]
+    assert "redis: host state differs from the full run of" in out and f"path {conf}" in out, out[-4000:]
     assert "mysql: host state differs" in out and "(command accounts)" in out
     differs = re.search(r"queue_worker: host state differs from the full run of \S+ \(([^)]*)\)", out)
     assert differs and {f"path {exporter}", f"path {SLOW_CONF}", "program queuefleet_exporter"} <= set(differs.group(1).split(", ")), out[-4000:]
