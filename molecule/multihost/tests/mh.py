@@ -47,8 +47,8 @@ def install_agent(container: str = W1) -> None:
     put(container, "/tmp/mh_agent.py", (Path(__file__).parent / "mh_agent.py").read_text())
 
 
-def agent(*args: str, container: str = W1, timeout: float = 120) -> dict:
-    r = sh(container, f"{PY} /tmp/mh_agent.py {' '.join(args)}", timeout=timeout)
+def agent(*args: str, container: str = W1, timeout: float = 120, env: str = "") -> dict:
+    r = sh(container, f"{env} {PY} /tmp/mh_agent.py {' '.join(args)}", timeout=timeout)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

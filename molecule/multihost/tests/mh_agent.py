@@ -30,7 +30,13 @@ for line in open("/opt/queuefleet/shared/queuefleet.env"):
 import redis  # noqa: E402
 from queuefleet import Queue  # noqa: E402
 
-RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+try:  # a durable push its replicas did not confirm in time: pushed again under the same id
+    from queuefleet.durable import NotReplicated  # noqa: E402
+except ImportError:  # pragma: no cover - a release without durable push
+    NotReplicated = redis.exceptions.ConnectionError
+
+RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+             redis.exceptions.ReadOnlyError, NotReplicated)
 
 
 def queue() -> Queue:

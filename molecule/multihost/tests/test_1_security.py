@@ -41,10 +41,10 @@ def listeners(container: str) -> set[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("container,allowed", [
-    (REDIS, {(PRIVATE[REDIS], 6379)}),
-    (DB, {(PRIVATE[DB], 3306)}),
+    (REDIS, {(PRIVATE[REDIS], 6379), (PRIVATE[REDIS], 26379)}),  # Redis's master and a sentinel
+    (DB, {(PRIVATE[DB], 3306), (PRIVATE[DB], 6379), (PRIVATE[DB], 26379)}),  # MariaDB, a Redis replica, a sentinel
     (W1, {(PRIVATE[W1], 9818)}),  # the exporter, answering the monitoring host only (test_2b_monitoring.py)
-    (W2, {(PRIVATE[W2], 9818)}),
+    (W2, {(PRIVATE[W2], 9818), (PRIVATE[W2], 26379)}),  # and the third sentinel
 ])
 def test_nothing_listens_beyond_loopback_but_the_authenticated_services(container, allowed):
     public = {(a, p) for a, p in listeners(container) if not a.startswith(LOOPBACK)}
@@ -94,8 +94,8 @@ def connects(source: str, target: str, port: int) -> str:
 
 @pytest.mark.parametrize("source,target,port,expected", [
     (W1, REDIS, 6379, "open"), (W2, DB, 3306, "open"), (REDIS, W1, 9818, "open"),  # clients of each service
-    (DB, REDIS, 6379, "refused"),    # the MariaDB host is no Redis client
-    (REDIS, DB, 3306, "refused"),    # nor is the Redis host a MariaDB client
+    (W1, REDIS, 26379, "open"), (DB, REDIS, 6379, "open"),  # sentinels and replicas reach Redis
+    (REDIS, DB, 3306, "refused"),    # the Redis host is no MariaDB client
     (W2, W1, 9818, "refused"),       # an exporter answers the monitoring host only
 ])
 def test_the_firewall_lets_in_the_fleets_clients_only(source, target, port, expected):
@@ -192,10 +192,12 @@ def test_every_file_holding_a_secret_is_0640_or_stricter(container):
             hits[path] = (mode, owner)
     bad = {p: m for p, m in hits.items() if int(m[0], 8) & 0o027}
     assert not bad, f"secret-bearing files readable by others or group-writable on {container}: {bad}"
-    # redis.conf holds the passwords' SHA-256 digests only (a user directive), not the password.
-    expected = {REDIS: [], W1: ["/opt/queuefleet/shared/queuefleet.env"],
-                W2: ["/opt/queuefleet/shared/queuefleet.env"], DB: []}[container]
-    assert "/etc/redis/redis.conf" not in hits
+    # Clients' passwords are SHA-256 digests in redis.conf and sentinel.conf; what a server presents to
+    # its master (masterauth) and a sentinel to Redis (auth-pass) is the password itself.
+    expected = {REDIS: ["/etc/redis/redis.conf", "/etc/redis/sentinel.conf"],
+                W1: ["/opt/queuefleet/shared/queuefleet.env"],
+                W2: ["/opt/queuefleet/shared/queuefleet.env", "/etc/redis/sentinel.conf"],
+                DB: ["/etc/redis/redis.conf", "/etc/redis/sentinel.conf"]}[container]
     for path in expected:
         assert path in hits, f"{path} should hold a secret (test assumption) but grep did not find one: {hits}"
     if container in WORKERS:

@@ -1,0 +1,110 @@
+"""The failover drill (issue 24): Redis that survives its host, under a producer that never stops.
+
+A master (qfmh-redis), a replica (qfmh-db) and three sentinels (qfmh-redis, qfmh-db, qfmh-worker2);
+every client follows them (a redis+sentinel:// URL). Under a steady producer with its own job ids
+and durable push on (each push confirmed by the replica, retried under the same id when it is not):
+
+1. the master's redis-server hangs (SIGSTOP) and is then killed: the sentinels promote the replica,
+   the workers and the producer carry on against it, and the old master comes back as its replica;
+   a re-deploy keeps the promoted master (it never undoes a failover) and restarts no Redis;
+2. the new master's whole container stops: the sentinels promote the other server again, and the
+   stopped one comes back as a replica when it starts.
+
+Then every job pushed has run exactly once and none failed, and the service came back within
+down-after-milliseconds + 5 s each time. The drill ends with the first master as master again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from mh import DB, INVENTORY, PRIVATE, REDIS, W1, W2, agent, app_py, install_agent, playbook, secret, sh, wait_for
+
+pytestmark = pytest.mark.skipif(not INVENTORY, reason="runs inside molecule verify")
+
+DOWN_AFTER = 2.0  # sentinel_down_after_ms in the scenario
+
+
+def sentinel_master(container: str = W2) -> str:
+    out = sh(container, f"REDISCLI_AUTH='{secret('redis')}' redis-cli --no-auth-warning -p 26379 "
+                        "SENTINEL get-master-addr-by-name queuefleet", check=False).stdout.split()
+    return out[0] if out else ""
+
+
+def replication(container: str) -> dict[str, str]:
+    out = sh(container, f"REDISCLI_AUTH='{secret('redis')}' redis-cli --no-auth-warning INFO replication", check=False).stdout
+    return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
+
+
+def rejoined_as_replica(container: str, master: str) -> bool:
+    info = replication(container)
+    return info.get("role") == "slave" and info.get("master_host") == master and info.get("master_link_status") == "up"
+
+
+def redis_pid(container: str) -> str:
+    return sh(container, "systemctl show -p MainPID --value redis-server").stdout.strip()
+
+
+def test_the_fleet_fails_over_twice_under_load_and_loses_nothing():
+    install_agent(W1)
+    agent("reset")
+    assert sentinel_master() == PRIVATE[REDIS], "the first redis host is the master of a new fleet"
+    assert rejoined_as_replica(DB, PRIVATE[REDIS])
+    result: dict = {}
+    producer = threading.Thread(target=lambda: result.update(
+        agent("produce", "drill", "100000", "20", "0", timeout=900, env="QUEUEFLEET_DURABLE_PUSH=1")), daemon=True)
+    producer.start()
+    wait_for(lambda: agent("tally", "drill")["pushed"] > 20, 30, "the producer to push")
+
+    # 1. The master hangs, then dies: the replica is promoted, the old master comes back as its replica.
+    pid = redis_pid(REDIS)
+    sh(REDIS, f"kill -STOP {pid}")
+    started = time.monotonic()
+    wait_for(lambda: sentinel_master() == PRIVATE[DB], 30, "the sentinels to promote qfmh-db")
+    promoted = time.monotonic() - started
+    before = agent("tally", "drill")["pushed"]
+    wait_for(lambda: agent("tally", "drill")["pushed"] > before + 10, 30, "the producer to push to the new master")
+    back = time.monotonic() - started
+    sh(REDIS, f"kill -9 {pid}")  # systemd starts it again; the sentinels make it a replica
+    wait_for(lambda: rejoined_as_replica(REDIS, PRIVATE[DB]), 60, "qfmh-redis to come back as a replica")
+    assert back <= DOWN_AFTER + 5, f"pushes went on {back:.1f}s after the master hung (promoted after {promoted:.1f}s)"
+
+    # A re-deploy keeps the promoted master and restarts no Redis.
+    pids = {REDIS: redis_pid(REDIS), DB: redis_pid(DB)}
+    playbook("molecule/multihost/converge.yml", "-l", "redis:sentinels")
+    assert sentinel_master() == PRIVATE[DB] and rejoined_as_replica(REDIS, PRIVATE[DB]), "the deploy undid the failover"
+    assert {c: redis_pid(c) for c in pids} == pids, "the deploy restarted a Redis server"
+
+    # 2. The new master's whole container stops: the first master is promoted back. With durable
+    # push a push needs a replica to confirm it, so pushes wait for the stopped host to come back.
+    subprocess.run(["docker", "stop", "-t", "5", DB], check=True, capture_output=True, timeout=60)
+    started = time.monotonic()
+    try:
+        wait_for(lambda: sentinel_master() == PRIVATE[REDIS], 30, "the sentinels to promote qfmh-redis")
+        second = time.monotonic() - started
+    finally:
+        subprocess.run(["docker", "start", DB], check=True, capture_output=True, timeout=60)
+    wait_for(lambda: rejoined_as_replica(DB, PRIVATE[REDIS]), 120, "qfmh-db to come back as a replica")
+    before = agent("tally", "drill")["pushed"]
+    wait_for(lambda: agent("tally", "drill")["pushed"] > before + 10, 60, "the producer to push again")
+    assert second <= DOWN_AFTER + 5, f"the sentinels promoted qfmh-redis {second:.1f}s after its peer stopped"
+
+    app_py(W1, "from queuefleet import Queue\nQueue.from_url(os.environ['QUEUEFLEET_REDIS_URL']).redis.set('mh:stop:drill', 1)")
+    producer.join(120)
+    assert not producer.is_alive(), "the producer did not stop"
+    ids = [job for job, _ in result["jobs"]]
+
+    def drained():
+        t = agent("tally", "drill")
+        return t if set(ids) <= set(t["executed"]) and not any(any(q.values()) for q in t["queues"].values()) else None
+
+    tally = wait_for(drained, 120, "every drill job to run")
+    executed = tally["executed"]
+    print(f"drill: {len(ids)} pushed, {len(executed)} executed, promoted after {promoted:.1f}s, pushes back after "
+          f"{back:.1f}s; container stop: promoted after {second:.1f}s; push retries {result['push_retries']}")
+    assert len(executed) == len(set(executed)) == len(ids), "a job was lost or ran twice"
+    assert tally["failed"] == [], tally["failed"]
