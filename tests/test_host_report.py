@@ -100,10 +100,11 @@ esac
 def test_redis_is_asked_with_its_password_and_pinged_without_it(fake_redis_cli):
     found = report.read_redis(6380, "s3cret")
     assert found == {"version": "7.0.15", "appendonly": "yes", "appendfsync": "everysec", "maxmemory": 134217728,
-                     "maxmemory_policy": "noeviction", "unauthenticated_ping": "NOAUTH Authentication required."}
+                     "maxmemory_policy": "noeviction", "unauthenticated_ping": "NOAUTH Authentication required.",
+                     "role": "", "master": "", "master_link": "", "connected_replicas": 0}
     calls = fake_redis_cli.read_text().splitlines()
     assert all("-p 6380" in call for call in calls)
-    assert [call.rsplit(" auth=", 1)[1] for call in calls] == ["s3cret"] * 5 + ["none"]
+    assert [call.rsplit(" auth=", 1)[1] for call in calls] == ["s3cret"] * 6 + ["none"]
     assert calls[-1].startswith("--no-auth-warning -h 127.0.0.1 -p 6380 ping")
 
 
@@ -164,3 +165,10 @@ def test_redis_without_a_limit_or_password_says_so():
 def test_the_text_refuses_anything_but_the_modules_result(given):
     with pytest.raises(AnsibleFilterError, match="host_report_text: expected the result of queuefleet.fleet.host_report"):
         text(given)
+
+
+def test_the_report_shows_the_redis_topology():
+    replica = {**DEMO, "redis": {**DEMO["redis"], "role": "slave", "master": "10.0.0.11:6379", "master_link": "up"}}
+    master = {**DEMO, "redis": {**DEMO["redis"], "role": "master", "connected_replicas": 2}}
+    assert "      replica of 10.0.0.11:6379 (link up)" in text(replica).splitlines()
+    assert "      master with 2 replica(s) connected" in text(master).splitlines()

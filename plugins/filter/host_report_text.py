@@ -43,6 +43,10 @@ def host_report_text(report: dict, host: str = "", distribution: str = "", distr
                   f"      appendonly={redis.get('appendonly', '')} appendfsync={redis.get('appendfsync', '')} "
                   f"maxmemory={memory} policy={redis.get('maxmemory_policy', '')}",
                   f"      password: {password}; unauthenticated PING answers: {redis.get('unauthenticated_ping', '')}"]
+        if redis.get("role") == "slave":
+            lines.append(f"      replica of {redis.get('master', '')} (link {redis.get('master_link', '')})")
+        elif int(redis.get("connected_replicas") or 0) > 0:
+            lines.append(f"      master with {redis['connected_replicas']} replica(s) connected")
     mysql = report.get("mysql")
     if mysql:
         lines += [f"  mariadb {mysql.get('version', '')}: {_state(services, mysql_service)}",

@@ -106,6 +106,18 @@ redis:
       description: The first line Redis answers a PING without password with.
       type: str
       sample: NOAUTH Authentication required.
+    role:
+      description: C(master) or C(slave) (a replica), from C(INFO replication).
+      type: str
+    master:
+      description: For a replica, its master as C(HOST:PORT); empty for a master.
+      type: str
+    master_link:
+      description: For a replica, C(up) or C(down).
+      type: str
+    connected_replicas:
+      description: For a master, how many replicas are connected.
+      type: int
 mysql:
   description: What MariaDB says, or V(null) when not asked or not running.
   type: dict
@@ -198,11 +210,16 @@ def read_redis(port, password):
         dummy, out, dummy = run(cli + ["--raw", "config", "get", key], env=auth)
         lines = out.splitlines()
         settings[key] = lines[1].strip() if len(lines) > 1 else ""
+    dummy, replication, dummy = run(cli + ["info", "replication"], env=auth)
+    fields = dict(line.strip().split(":", 1) for line in replication.splitlines() if ":" in line)
     rc, out, err = run(cli + ["ping"])  # without the password
     maxmemory = settings["maxmemory"]
     return {"version": version, "appendonly": settings["appendonly"], "appendfsync": settings["appendfsync"],
             "maxmemory": int(maxmemory) if maxmemory.isdigit() else 0, "maxmemory_policy": settings["maxmemory-policy"],
-            "unauthenticated_ping": _first_line(out or err)}
+            "unauthenticated_ping": _first_line(out or err), "role": fields.get("role", ""),
+            "master": f"{fields.get('master_host', '')}:{fields.get('master_port', '')}" if fields.get("role") == "slave" else "",
+            "master_link": fields.get("master_link_status", ""),
+            "connected_replicas": int(fields.get("connected_slaves", "0") or 0)}
 
 
 def parse_mysql(text):

@@ -65,6 +65,10 @@ connected_replicas:
   description: For a master, how many replicas are connected.
   type: int
   returned: always
+master_link:
+  description: For a replica, C(up) or C(down); empty otherwise.
+  type: str
+  returned: always
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -83,7 +87,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    result = {"changed": False, "sentinel_master": "", "role": "", "master": "", "connected_replicas": 0}
+    result = {"changed": False, "sentinel_master": "", "role": "", "master": "", "connected_replicas": 0, "master_link": ""}
     for password in (params["sentinel_passwords"] or [""]) if params["sentinel_port"] else []:
         env = {"REDISCLI_AUTH": password} if password else {}
         rc, out, unused_err = host_probe.run(["redis-cli", "--no-auth-warning", "--raw", "-h", "127.0.0.1", "-p",
@@ -103,6 +107,7 @@ def main() -> None:
                 result["role"] = fields.get("role", "")
                 result["master"] = host_probe.replica_of(out)
                 result["connected_replicas"] = int(fields.get("connected_slaves", "0") or 0)
+                result["master_link"] = fields.get("master_link_status", "") if result["role"] == "slave" else ""
                 break
     module.exit_json(**result)
 
