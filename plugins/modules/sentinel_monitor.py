@@ -12,7 +12,7 @@ description:
   - Quorum, C(down-after-milliseconds), C(failover-timeout), C(parallel-syncs) and C(auth-pass) that differ from what the
     running sentinel reports (C(auth-pass) from its config file, which it rewrites itself) are set live (C(SENTINEL SET)).
   - The passwords clients give the sentinel (its default user) are compared by their SHA-256 digests with O(passwords)
-    and replaced live (C(ACL SETUSER)), then persisted (C(SENTINEL FLUSHCONFIG)): during a rotation it accepts the new
+    and replaced live (C(ACL SETUSER)), then persisted (C(SENTINEL FLUSHCONFIG)), so during a rotation it accepts the new
     and the previous password at once.
   - Reports, without changing it, what only a restart applies, the sentinel not listening on every address of O(bind)
     at O(port) (RV(restart)).
