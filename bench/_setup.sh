@@ -53,7 +53,8 @@ if [ -f "$WORKER/pyproject.toml" ]; then
             --exclude='./.venv' --exclude='./tests' -cf - .) | tar -xf - -C "$build"
         # constraints = the pins without extras (pip refuses extras in a constraints file)
         sed -e 's/\[[^]]*\]//' "$REQ" > "$build.constraints.txt"
-        if "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$build.constraints.txt" "$build" \
+        # The worker's dependencies are the extras `worker` and `mysql` (the core is the producer only).
+        if "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$build.constraints.txt" "$build[worker,mysql]" \
            && "$VENV/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$build"; then
             echo "$worker_hash" > "$worker_stamp"
             # which sources were built, for RESULTS.md

@@ -490,7 +490,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 def worker_program(*, dir: Path, command: str, numprocs: int, stopwaitsecs: int, environment: dict[str, object]) -> str:
     """A supervisord config: one program `workers` of `numprocs` worker processes, as our role renders them."""
-    env = ",".join(f'{k}="{v}"' for k, v in environment.items())
+    env = ",".join(f'{k}="{str(v).replace("%", "%%")}"' for k, v in environment.items())  # % is supervisor's interpolation
     return SUPERVISOR_HEAD.format(dir=dir) + f"""\
 [program:workers]
 command={command}
