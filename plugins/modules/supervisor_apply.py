@@ -286,7 +286,9 @@ def main() -> None:
         if failed:
             module.fail_json(
                 msg="these programs did not start: "
-                + ", ".join(f"{group} is {state}" for group, state in sorted(failed.items()))
+                + "; ".join(f"{group} is {state}{supervisor.note(group)}"
+                            + "".join(f"\n    {line}" for line in supervisor.stderr_tail(group, module.params["stderr_lines"]))
+                            for group, state in sorted(failed.items()))
                 + (f"; the programs they replace keep running: {', '.join(sorted(found['disappeared']))}"
                    if found["disappeared"] else "")
                 + " (see `supervisorctl tail -f NAME stderr`)",

@@ -2,8 +2,7 @@
 across a failover, and workers, producer, scheduler and exporter riding out a failover.
 
 Real processes only: a master, a replica and three sentinels (servers.SentinelGroup). The
-worker, scheduler and exporter run as `queue ...` started through qf_cli.py (the installed
-command line with the package's own URL check; see there).
+worker, scheduler and exporter run as the installed `queue ...`, as supervisor runs them.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from queuefleet.replication import read_sentinels
 from queuefleet.protocol import client_runner
 from servers import RedisServer, SentinelGroup, free_port, poll, wait_for
 
-QF_CLI = [sys.executable, str(TESTS / "qf_cli.py")]
+QF_CLI = [str(Path(sys.executable).with_name("queue"))]  # the installed `queue`, as supervisor runs it
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 import redis
 
+from .connection import check_url
 from .failed import DATABASE_TIMEOUT, DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
 from .handlers import parse_allowed
 from .payload import (MAX_DELAY, MAX_PAYLOAD, Job, PayloadError, check_payload_size, check_queue_name, check_seconds,
@@ -301,8 +302,9 @@ def _check_failure_hook(name: str, allowed: tuple[str, ...]) -> None:
 
 
 def _check_redis_url(url: str) -> None:
+    """Refuse a URL the package cannot use (redis://, rediss://, unix:// or redis+sentinel://), up front."""
     try:
-        redis.ConnectionPool.from_url(url)
+        check_url(url)
     except (ValueError, TypeError) as exc:
         _die(f"bad Redis URL {redacted_url(url)}: {exc}")
 
