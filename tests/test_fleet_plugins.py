@@ -164,3 +164,5 @@ def test_the_workers_url_names_the_master_or_its_sentinels():
     assert redis_url(["r1", "r2"], [], hostvars, NASTY) == f"redis://:{urlquote(NASTY)}@10.0.0.11:6379/0"
     url = redis_url(["r1", "r2"], ["s1", "s2", "s3"], hostvars, "pw", sentinel_password="s/pw")
     assert url == "redis+sentinel://:pw@10.0.0.11:26379,10.0.0.12:26379,10.0.0.13:26379/queuefleet/0?sentinel_password=s%2Fpw"
+    # The sentinels take the Redis password unless told otherwise (playbooks/sentinel.yml's default).
+    assert redis_url(["r1", "r2"], ["s1", "s2", "s3"], hostvars, "p@w").endswith("/queuefleet/0?sentinel_password=p%40w")

@@ -11,9 +11,10 @@ from ansible.errors import AnsibleFilterError
 def redis_url(redis_hosts: list[str], sentinel_hosts: list[str], hostvars: dict[str, Any], password: str = "",
               db: int = 0, sentinel_password: str | None = None) -> str:
     """``redis://:PASSWORD@MASTER:PORT/DB`` for a fleet without sentinels (the master: the first redis host);
-    ``redis+sentinel://:PASSWORD@S1:26379,S2:26379,S3:26379/MASTER-NAME/DB`` with sentinels, with
-    ``?sentinel_password=`` when the sentinels' password is not the Redis one. Every part is fully
-    percent-encoded, so any password works. Hosts are named by their private address."""
+    ``redis+sentinel://:PASSWORD@S1:26379,S2:26379,S3:26379/MASTER-NAME/DB?sentinel_password=...`` with
+    sentinels (the sentinels' own password: ``sentinel_password``, by default the Redis one, as
+    playbooks/sentinel.yml sets it). Every part is fully percent-encoded, so any password works.
+    Hosts are named by their private address."""
     if not isinstance(redis_hosts, list) or not redis_hosts:
         raise AnsibleFilterError("redis_url: expected the environment's redis hosts (at least one)")
 
@@ -30,9 +31,8 @@ def redis_url(redis_hosts: list[str], sentinel_hosts: list[str], hostvars: dict[
         return f"redis://{auth}{address(master)}:{(hostvars.get(master) or {}).get('redis_port') or 6379}/{int(db)}"
     nodes = ",".join(f"{address(h)}:{(hostvars.get(h) or {}).get('sentinel_port') or 26379}" for h in sentinel_hosts)
     name = (hostvars.get(sentinel_hosts[0]) or {}).get("sentinel_master_name") or "queuefleet"
-    query = ""
-    if sentinel_password is not None and sentinel_password != password:
-        query = "?sentinel_password=" + quote(str(sentinel_password), safe="")
+    sentinel_password = password if sentinel_password is None else sentinel_password
+    query = "?sentinel_password=" + quote(str(sentinel_password), safe="") if sentinel_password else ""
     return f"redis+sentinel://{auth}{nodes}/{quote(str(name), safe='')}/{int(db)}{query}"
 
 
