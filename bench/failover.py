@@ -143,7 +143,7 @@ class FailoverHarness:
         row.notes.append(f"replica promoted {promoted:.1f} s after the fault; the old master a synced replica "
                          f"at {back_as_replica:.1f} s")
         if poll(lambda: probe_id in self.executions(), 120, 0.02):
-            row.service_back = time.monotonic() - started
+            row.service_back = self.ran_at(probe_id) - faulted_at  # from the handler's own timestamp
         producer.join()
         made: Produced = producer.result
         prefix = f"{tag}-"
@@ -170,6 +170,13 @@ class FailoverHarness:
             row.notes.append(f"lost: acknowledged {late[0]:+.2f} s to {late[-1]:+.2f} s from the fault")
         return row
 
+    def ran_at(self, job_id: str) -> float:
+        for line in self.exec_log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == job_id:
+                return float(parts[2])
+        raise KeyError(job_id)
+
     def explain_twice(self, prefix: str, faulted_at: float, promoted: float) -> str:
         """When the first run of each job that ran twice ended, relative to the fault."""
         firsts: dict[str, float] = {}
@@ -180,7 +187,8 @@ class FailoverHarness:
         counts = self.executions()
         ends = sorted(firsts[i] - faulted_at for i, n in counts.items() if i.startswith(prefix) and n > 1 and i in firsts)
         return (f"run twice: first runs ended {ends[0]:+.2f} s to {ends[-1]:+.2f} s from the fault (promotion at "
-                f"+{promoted:.1f} s): acks the old master took and did not pass on")
+                f"+{promoted:.1f} s); their acks reached only the old master, and they ran again when their "
+                f"lease ran out on the new one")
 
     def close(self) -> None:
         if self.fleet is not None:
