@@ -167,7 +167,8 @@ class FailoverHarness:
             row.notes.append(self.explain_twice(prefix, faulted_at, promoted))
         if missing:
             late = sorted(made.acked[i] - faulted_at for i in missing)
-            row.notes.append(f"lost: acknowledged {late[0]:+.2f} s to {late[-1]:+.2f} s from the fault")
+            row.notes.append(f"lost: pushes acknowledged {late[0]:+.2f} s to {late[-1]:+.2f} s from the fault (promotion at "
+                             f"+{promoted:.1f} s), by the old master before the producer saw the switch")
         return row
 
     def ran_at(self, job_id: str) -> float:
