@@ -34,6 +34,7 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "worker" / "tests"
+QUEUE = Path(sys.executable).with_name("queue")
 sys.path.insert(0, str(TESTS))
 import faults  # noqa: E402
 from faults import Produced, Row, poll, push, seconds  # noqa: E402
@@ -56,7 +57,7 @@ class FailoverHarness:
         self.exec_log.touch()
         self.db_url = f"sqlite:///{tmp / 'failed.sqlite3'}"
         env = {**os.environ, "QUEUEFLEET_DATABASE_URL": self.db_url}
-        subprocess.run([sys.executable, str(TESTS / "qf_cli.py"), "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run([str(QUEUE), "migrate"], env=env, check=True, capture_output=True)
         self.fleet: Supervisord | None = None
         from queuefleet import FailedJobStore
 
@@ -69,7 +70,7 @@ class FailoverHarness:
         fleet_dir = self.tmp / f"fleet-{len(list(self.tmp.glob('fleet-*')))}"
         env = {"QUEUEFLEET_REDIS_URL": url, "QUEUEFLEET_DATABASE_URL": self.db_url, "QUEUEFLEET_JOBS": "fault_jobs",
                "PYTHONPATH": HERE / "jobs", "FAULTS_EXEC_LOG": self.exec_log}
-        command = (f"{sys.executable} {TESTS / 'qf_cli.py'} work --queue probe,work --tries 1 --timeout 30 --sleep 1 "
+        command = (f"{QUEUE} work --queue probe,work --tries 1 --timeout 30 --sleep 1 "
                    f"--lease {faults.LEASE} --max-lost 3")
         fleet_dir.mkdir()
         self.fleet = Supervisord(fleet_dir, worker_program(dir=fleet_dir, command=command, numprocs=faults.WORKERS,
