@@ -42,6 +42,20 @@ from servers import RedisServer, SentinelGroup, Supervisord, worker_program  # n
 
 BEGIN = "<!-- SENTINEL: written by bench/faults --sentinel -->"
 END = "<!-- /SENTINEL -->"
+EXPLAINED = """What a failover can still lose or run twice:
+
+- **Durable push off.** Whatever the old master acknowledged and no replica received. A dead or
+  hung master: the replication lag at that moment (0 pushes and 0 acks in S1 and S3; sub-millisecond
+  on one machine). A switchover: the demoted master takes writes until its clients see the switch
+  (at most 1 s, they ask the Sentinels every second) and the Sentinels reconfigure it (about 10 s):
+  18 pushes (0.8 s at 50/s) lost and 3 jobs run twice in S5; at R pushes/s expect up to about R
+  lost per switchover, and the acks of about one fetch per worker.
+- **Durable push on.** No acknowledged push is lost (a push the replica did not confirm raises
+  NotReplicated and is pushed again with the same id), and workers send again the acks the replica
+  did not confirm once the Sentinels name another master: 0 lost and 0 run twice in S2, S4, S6.
+  What remains: a job whose worker learns of the switch only after the Sentinels' own delay may run
+  twice (at-least-once); a push that raised NotReplicated without an id of your own and is retried
+  makes a second job; with no replica online durable pushes fail until one is back."""
 DOWN_AFTER_MS = 5000
 FAILOVER_TIMEOUT_MS = 10_000
 PRODUCE_SECONDS = 14.0
@@ -220,7 +234,7 @@ def section(rows: list[Row], took: float, machine: str, redis_version: str) -> s
         f"at {faults.RATE:g}/s with its own ids, all on the redis+sentinel:// URL; durable push is `?{WAIT}`.",
         "The fault hits whichever server is master; *service back* counts from the fault's start until a",
         "probe job pushed at that moment ran. After a kill the old master is started again as a replica.", "",
-        *faults.table(rows), "", *(["Notes:", "", *notes, ""] if notes else []), END,
+        *faults.table(rows), "", *(["Notes:", "", *notes, ""] if notes else []), EXPLAINED, END,
     ]
     return "\n".join(lines)
 
