@@ -6,6 +6,7 @@ the failed-jobs store, which needs SQLAlchemy (the `worker` extra), is imported 
 
 from typing import TYPE_CHECKING, Any
 
+from .connection import client_from_url
 from .context import FailJob, JobContext, JobFailure, ReleaseJob, on_failure
 from .payload import Job
 from .queue import Queue
@@ -13,7 +14,8 @@ from .queue import Queue
 if TYPE_CHECKING:
     from .failed import FailedJobStore
 
-__all__ = ["Queue", "Job", "FailedJobStore", "JobContext", "JobFailure", "on_failure", "ReleaseJob", "FailJob"]
+__all__ = ["Queue", "Job", "FailedJobStore", "JobContext", "JobFailure", "on_failure", "ReleaseJob", "FailJob",
+           "client_from_url"]
 __version__ = "0.1.0"
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import redis
-from queuefleet import JobContext, on_failure
+from queuefleet import JobContext, client_from_url, on_failure
 
 from . import __version__
 
@@ -17,7 +17,8 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ.get("QUEUEFLEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        # queuefleet's own client: it takes every URL the workers take, redis+sentinel:// included.
+        _client = client_from_url(os.environ.get("QUEUEFLEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
     return _client
 
 
