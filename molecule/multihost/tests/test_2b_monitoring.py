@@ -8,6 +8,7 @@ import json
 import urllib.parse
 
 import pytest
+import yaml
 
 from mh import INVENTORY, PRIVATE, PROCS_PER_HOST, PROJECT, QUEUE, REDIS, W1, W2, WORKERS, app_py, put, sh, wait_for
 
@@ -47,7 +48,12 @@ def test_prometheus_runs_on_loopback_with_the_fleets_rules():
     assert "127.0.0.1:9090" in sh(MONITOR, "cat /etc/default/prometheus").stdout
     [group] = [g for g in prometheus("rules")["groups"] if g["name"] == "queuefleet"]
     names = {r["name"] for r in group["rules"]}
-    assert {"QueuefleetBacklogHigh", "QueuefleetPoolUnderstaffed", "QueuefleetExporterDown"} <= names and len(names) == 8
+    shipped = {rule["alert"] for g in yaml.safe_load((PROJECT / "roles/monitoring/files/queuefleet.rules.yml").read_text())["groups"]
+               for rule in g["rules"] if "alert" in rule}
+    assert {"QueuefleetBacklogHigh", "QueuefleetPoolUnderstaffed", "QueuefleetSentinelQuorumLost"} <= names == shipped
+    # The fleet is healthy: a replica connected, the sentinels agree, so none of the replication alerts fires.
+    firing = {a["labels"]["alertname"] for a in prometheus("alerts")["alerts"] if a["state"] == "firing"}
+    assert not firing & {"QueuefleetRedisNoReplica", "QueuefleetSentinelQuorumLost", "QueuefleetSentinelMasterUnknown"}, firing
 
 
 def test_prometheus_sees_every_worker_hosts_metrics():
