@@ -150,6 +150,7 @@ def test_a_topology_that_can_fail_over_safely_has_no_problem():
     (["r1"], ["s1", "s2", "s3"], {}, "without a replica"),
     (["r1", "r2"], [], {"r1": {"redis_requirepass": ""}}, "masterauth"),
     (["r1", "r2"], ["s1", "s2", "s3"], {"r1": {"redis_requirepass": "two words"}}, "whitespace or a quote"),
+    (["r1", "r2"], ["s1", "s2", "s3"], {"s1": {"redis_sentinel_password": "it's"}}, "redis_sentinel_password holds"),
 ])
 def test_a_topology_that_cannot_fail_over_safely_is_refused_with_a_reason(redis, sentinels, hostvars, message):
     problems = topology_problems(redis, sentinels, topology(**hostvars))

@@ -51,9 +51,11 @@ def redis_topology_problems(redis_hosts: list[str], sentinel_hosts: list[str], h
     quorum = int((hostvars.get(sentinel_hosts[0]) or {}).get("sentinel_quorum") or 2)
     if not count // 2 < quorum <= count:
         problems.append(f"sentinel_quorum {quorum} with {count} sentinels: make it a majority ({count // 2 + 1} to {count})")
-    if re.search(r"[\s\"']", password):
-        problems.append("redis_requirepass holds whitespace or a quote: Sentinel writes it unquoted into sentinel.conf "
-                        "and would not start again; choose one without")
+    own_password = str((hostvars.get(sentinel_hosts[0]) or {}).get("redis_sentinel_password") or "")
+    for name, value in (("redis_requirepass", password), ("redis_sentinel_password", own_password)):
+        if re.search(r"[\s\"']", value):
+            problems.append(f"{name} holds whitespace or a quote: Sentinel writes it unquoted into sentinel.conf "
+                            "and would not start again; choose one without")
     return problems
 
 

@@ -66,6 +66,14 @@ options:
     type: list
     elements: str
     default: []
+  sentinel_pass:
+    description:
+      - The password this sentinel gives the other sentinels (C(sentinel-pass)), set live (C(SENTINEL CONFIG SET)) when the
+        running sentinel has another. Without it sentinels that take a password cannot reach each other, so they can
+        neither agree that a master is down nor authorize a failover.
+      - Set after O(passwords), so during a rotation the new password is accepted before it is given.
+    type: str
+    default: ""
   config:
     description: The sentinel's config file.
     type: path
@@ -82,6 +90,7 @@ EXAMPLES = r"""
     failover_timeout_ms: 60000
     auth_pass: "{{ redis_requirepass }}"
     passwords: ["{{ sentinel_requirepass }}"]
+    sentinel_pass: "{{ sentinel_requirepass }}"
   no_log: true
 """
 
@@ -172,6 +181,7 @@ def main() -> None:
             "port": {"type": "int", "default": 26379},
             "bind": {"type": "list", "elements": "str", "default": ["127.0.0.1"]},
             "passwords": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "sentinel_pass": {"type": "str", "default": "", "no_log": True},
             "config": {"type": "path", "default": "/etc/redis/sentinel.conf"},
         },
         supports_check_mode=True,
@@ -227,6 +237,13 @@ def main() -> None:
             out = sentinel.call("SENTINEL", "FLUSHCONFIG")[1]
             if out != "OK":
                 module.fail_json(msg=f"SENTINEL FLUSHCONFIG (persisting the passwords) failed: {out}", **result)
+    found_lines = sentinel.call("SENTINEL", "CONFIG", "GET", "sentinel-pass")[1].splitlines()
+    if (found_lines[1] if len(found_lines) > 1 else "") != params["sentinel_pass"]:
+        result["set"]["sentinel-pass"] = "(password)"
+        if not module.check_mode:
+            out = sentinel.call("SENTINEL", "CONFIG", "SET", "sentinel-pass", params["sentinel_pass"])[1]
+            if out != "OK":
+                module.fail_json(msg=f"SENTINEL CONFIG SET sentinel-pass failed: {out}", **result)
     result["changed"] = result["changed"] or bool(result["set"])
     parts = ([f"now monitors {params['name']} at {result['master']}"] if result["monitored"] else []) + \
             ([f"set live: {', '.join(f'{k} {v}' for k, v in sorted(result['set'].items()))}"] if result["set"] else []) + \

@@ -1,17 +1,19 @@
 """The failover drill (issue 24): Redis that survives its host, under a producer that never stops.
 
-A master (qfmh-redis), a replica (qfmh-db) and three sentinels (qfmh-redis, qfmh-db, qfmh-worker2);
+Two Redis servers (qfmh-redis, qfmh-db: one master, one replica; earlier tests may have failed it
+over already, so the drill starts from whichever is master) and three sentinels (qfmh-redis, qfmh-db,
+qfmh-worker2);
 every client follows them (a redis+sentinel:// URL). Under a steady producer with its own job ids
 and durable push on (each push confirmed by the replica, retried under the same id when it is not):
 
 1. the master's redis-server hangs (SIGSTOP) and is then killed: the sentinels promote the replica,
    the workers and the producer carry on against it, and the old master comes back as its replica;
    a re-deploy keeps the promoted master (it never undoes a failover) and restarts no Redis;
-2. the new master's whole container stops: the sentinels promote the other server again, and the
+2. the new master's whole container stops: the sentinels promote the first master again, and the
    stopped one comes back as a replica when it starts.
 
 Then every job pushed has run exactly once and none failed, and the service came back within
-down-after-milliseconds + 5 s each time. The drill ends with the first master as master again.
+down-after-milliseconds + 5 s each time. The drill ends with the master it started from.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def redis_pid(container: str) -> str:
 def test_the_fleet_fails_over_twice_under_load_and_loses_nothing():
     install_agent(W1)
     agent("reset")
-    assert sentinel_master() == PRIVATE[REDIS], "the first redis host is the master of a new fleet"
-    assert rejoined_as_replica(DB, PRIVATE[REDIS])
+    first, second = (REDIS, DB) if sentinel_master() == PRIVATE[REDIS] else (DB, REDIS)
+    assert sentinel_master() == PRIVATE[first], "the sentinels name one of the two servers"
+    assert rejoined_as_replica(second, PRIVATE[first])
     result: dict = {}
     producer = threading.Thread(target=lambda: result.update(
         agent("produce", "drill", "100000", "20", "0", timeout=900, env="QUEUEFLEET_DURABLE_PUSH=1")), daemon=True)
@@ -61,37 +64,37 @@ def test_the_fleet_fails_over_twice_under_load_and_loses_nothing():
     wait_for(lambda: agent("tally", "drill")["pushed"] > 20, 30, "the producer to push")
 
     # 1. The master hangs, then dies: the replica is promoted, the old master comes back as its replica.
-    pid = redis_pid(REDIS)
-    sh(REDIS, f"kill -STOP {pid}")
+    pid = redis_pid(first)
+    sh(first, f"kill -STOP {pid}")
     started = time.monotonic()
-    wait_for(lambda: sentinel_master() == PRIVATE[DB], 30, "the sentinels to promote qfmh-db")
+    wait_for(lambda: sentinel_master() == PRIVATE[second], 30, f"the sentinels to promote {second}")
     promoted = time.monotonic() - started
     before = agent("tally", "drill")["pushed"]
     wait_for(lambda: agent("tally", "drill")["pushed"] > before + 10, 30, "the producer to push to the new master")
     back = time.monotonic() - started
-    sh(REDIS, f"kill -9 {pid}")  # systemd starts it again; the sentinels make it a replica
-    wait_for(lambda: rejoined_as_replica(REDIS, PRIVATE[DB]), 60, "qfmh-redis to come back as a replica")
+    sh(first, f"kill -9 {pid}")  # systemd starts it again; the sentinels make it a replica
+    wait_for(lambda: rejoined_as_replica(first, PRIVATE[second]), 60, f"{first} to come back as a replica")
     assert back <= DOWN_AFTER + 5, f"pushes went on {back:.1f}s after the master hung (promoted after {promoted:.1f}s)"
 
     # A re-deploy keeps the promoted master and restarts no Redis.
     pids = {REDIS: redis_pid(REDIS), DB: redis_pid(DB)}
     playbook("molecule/multihost/converge.yml", "-l", "redis:sentinels")
-    assert sentinel_master() == PRIVATE[DB] and rejoined_as_replica(REDIS, PRIVATE[DB]), "the deploy undid the failover"
+    assert sentinel_master() == PRIVATE[second] and rejoined_as_replica(first, PRIVATE[second]), "the deploy undid the failover"
     assert {c: redis_pid(c) for c in pids} == pids, "the deploy restarted a Redis server"
 
     # 2. The new master's whole container stops: the first master is promoted back. With durable
     # push a push needs a replica to confirm it, so pushes wait for the stopped host to come back.
-    subprocess.run(["docker", "stop", "-t", "5", DB], check=True, capture_output=True, timeout=60)
+    subprocess.run(["docker", "stop", "-t", "5", second], check=True, capture_output=True, timeout=60)
     started = time.monotonic()
     try:
-        wait_for(lambda: sentinel_master() == PRIVATE[REDIS], 30, "the sentinels to promote qfmh-redis")
-        second = time.monotonic() - started
+        wait_for(lambda: sentinel_master() == PRIVATE[first], 30, f"the sentinels to promote {first}")
+        again = time.monotonic() - started
     finally:
-        subprocess.run(["docker", "start", DB], check=True, capture_output=True, timeout=60)
-    wait_for(lambda: rejoined_as_replica(DB, PRIVATE[REDIS]), 120, "qfmh-db to come back as a replica")
+        subprocess.run(["docker", "start", second], check=True, capture_output=True, timeout=60)
+    wait_for(lambda: rejoined_as_replica(second, PRIVATE[first]), 120, f"{second} to come back as a replica")
     before = agent("tally", "drill")["pushed"]
     wait_for(lambda: agent("tally", "drill")["pushed"] > before + 10, 60, "the producer to push again")
-    assert second <= DOWN_AFTER + 5, f"the sentinels promoted qfmh-redis {second:.1f}s after its peer stopped"
+    assert again <= DOWN_AFTER + 5, f"the sentinels promoted {first} {again:.1f}s after its peer stopped"
 
     app_py(W1, "from queuefleet import Queue\nQueue.from_url(os.environ['QUEUEFLEET_REDIS_URL']).redis.set('mh:stop:drill', 1)")
     producer.join(120)
@@ -105,6 +108,6 @@ def test_the_fleet_fails_over_twice_under_load_and_loses_nothing():
     tally = wait_for(drained, 120, "every drill job to run")
     executed = tally["executed"]
     print(f"drill: {len(ids)} pushed, {len(executed)} executed, promoted after {promoted:.1f}s, pushes back after "
-          f"{back:.1f}s; container stop: promoted after {second:.1f}s; push retries {result['push_retries']}")
+          f"{back:.1f}s; container stop: promoted after {again:.1f}s; push retries {result['push_retries']}")
     assert len(executed) == len(set(executed)) == len(ids), "a job was lost or ran twice"
     assert tally["failed"] == [], tally["failed"]
