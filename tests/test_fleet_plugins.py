@@ -122,7 +122,19 @@ def test_without_a_sentinel_majority_the_server_with_replicas_or_the_first_host(
     assert redis_master(replicated, "10.0.0.11")["address"] == "10.0.0.12"
     fresh = [{"address": "10.0.0.11", "role": "master"}, {"address": "10.0.0.12", "role": "master"}]
     assert redis_master(fresh, "10.0.0.11") == {"address": "10.0.0.11",
-                                                "why": "the first redis host (no sentinel names a master, no server has replicas)"}
+                                                "why": "the first redis host (no sentinel names a master, no single server runs as master)"}
+    assert redis_master([], "10.0.0.11")["address"] == "10.0.0.11"
+
+
+def test_without_a_sentinel_majority_the_one_running_master_is_kept():
+    # After a failover the old master (the first host) is down and most sentinels are too: the
+    # promoted replica, master without replicas, stays master.
+    promoted = [{"address": "10.0.0.11"}, {"address": "10.0.0.12", "role": "master", "connected_replicas": 0},
+                {"address": "10.0.0.13"}]
+    assert redis_master(promoted, "10.0.0.11") == {"address": "10.0.0.12", "why": "it is the one server that runs as master"}
+    # A fleet that grows: the new host (listed first) has no Redis yet; the server with the data stays master.
+    grown = [{"address": "10.0.0.10"}, {"address": "10.0.0.11", "role": "master"}]
+    assert redis_master(grown, "10.0.0.10")["address"] == "10.0.0.11"
 
 
 topology_problems = load("plugins/filter/redis_topology_problems.py").redis_topology_problems

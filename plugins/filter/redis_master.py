@@ -17,7 +17,10 @@ def redis_master(reports: list[dict[str, Any]], initial: str, addresses: dict[st
     1. the master a majority of the answering sentinels name (they follow failovers: a deploy
        after one must keep the promoted replica as master);
     2. else the one server that reports itself master with replicas (sentinels not deployed yet);
-    3. else ``initial``, the first redis host (a new fleet).
+    3. else the one server that runs as master at all: a promoted replica whose old master is down
+       while most sentinels are, or the one server of a fleet that grows (never the empty new host:
+       a replica takes its master's data set, so choosing it would wipe the queue);
+    4. else ``initial``, the first redis host (a new fleet).
     """
     if not isinstance(reports, list) or not isinstance(initial, str) or not initial:
         raise AnsibleFilterError("redis_master: expected a list of reports and the initial master's address")
@@ -30,7 +33,10 @@ def redis_master(reports: list[dict[str, Any]], initial: str, addresses: dict[st
     masters = [r for r in reports if r.get("role") == "master" and int(r.get("connected_replicas") or 0) > 0]
     if len(masters) == 1 and masters[0].get("address"):
         return {"address": str(masters[0]["address"]), "why": "it is the one server with replicas"}
-    return {"address": initial, "why": "the first redis host (no sentinel names a master, no server has replicas)"}
+    running = [r for r in reports if r.get("role") == "master" and r.get("address")]
+    if len(running) == 1:
+        return {"address": str(running[0]["address"]), "why": "it is the one server that runs as master"}
+    return {"address": initial, "why": "the first redis host (no sentinel names a master, no single server runs as master)"}
 
 
 class FilterModule:
