@@ -589,7 +589,7 @@ def test_host_scoped_restart_only_restarts_that_hosts_workers(cli, r, redis_url)
 def test_a_worker_reports_the_release_its_virtualenv_was_installed_as(tmp_path, monkeypatch):
     import sys
 
-    from queuefleet import cli as cli_module
+    from queuefleet.cli import app as cli_module
 
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert cli_module.installed_release() == ""

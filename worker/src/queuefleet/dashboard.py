@@ -1,4 +1,5 @@
-"""`queue dashboard`: one web page (and its JSON) over the fleet, served by the standard library.
+"""`queue dashboard`: one web page (and its JSON) over the fleet, served by the standard library
+(the command and its options: cli/servers.py).
 
 What it shows comes from one read-only Redis call (stats.read_stats) and the newest rows
 of the failed-jobs table. Either may be down: the page then says so and shows the rest.
@@ -19,17 +20,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-import click
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,12 +35,9 @@ from .dashboard_data import collect
 from .dashboard_html import Access, render_login, render_page
 from .failed import FailedJobStore, describe_db_error, retry_failed
 from .payload import PayloadError
-from .connection import client_from_url, redacted_url
+from .connection import redacted_url
 from .queue import Queue
-from .serving import Network, allowed, http_server, is_loopback, listen_option, networks_option, shown_url
-
-if TYPE_CHECKING:
-    from .cli import Context
+from .serving import Network, allowed, is_loopback
 
 DEFAULT_LISTEN = "127.0.0.1:9819"
 TOKEN_ENV = "QUEUEFLEET_DASHBOARD_TOKEN"
@@ -264,43 +259,3 @@ def read_form(environ: dict[str, Any]) -> dict[str, list[str]]:
         length = 0
     body = environ["wsgi.input"].read(length) if length > 0 else b""
     return parse_qs(body.decode("utf-8", "replace"))
-
-
-@click.command("dashboard")
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, callback=listen_option(DEFAULT_LISTEN), metavar="HOST:PORT",
-              help="Address to serve on; keep it on loopback and reach it through an SSH tunnel, or name who may connect "
-                   "with --allow.")
-@click.option("--allow", multiple=True, metavar="CIDR", callback=networks_option,
-              help="Networks that may connect besides loopback (repeat); others get 403. Needed with a non-loopback --listen.")
-@click.option("--allow-host", "hosts", multiple=True, metavar="NAME",
-              help="A DNS name the dashboard may be opened by (repeat); IP addresses and localhost always work.")
-@click.option("--token-env", default=TOKEN_ENV, show_default=True, metavar="NAME",
-              help="Environment variable holding the token that allows retry and forget (unset or empty: read-only).")
-@click.pass_obj
-def dashboard_command(obj: Context, listen: tuple[str, int], allow: list[Network], hosts: tuple[str, ...],
-                      token_env: str) -> None:
-    """Serve a web page of the fleet: workers, queues, the last hour's throughput and failed jobs."""
-    from .cli import _check_redis_url, _die
-
-    host, port = listen
-    if not allow and not is_loopback(host):
-        raise click.BadParameter(f"{host} is not a loopback address: name who may connect with --allow CIDR",
-                                 param_hint="--listen")
-    _check_redis_url(obj.redis_url)
-    client = client_from_url(obj.redis_url, socket_connect_timeout=2, socket_timeout=5)
-    queue = Queue(client, prefix=obj.prefix, url=obj.redis_url, max_payload=obj.max_payload)
-    token = os.environ.get(token_env, "")
-    app = Dashboard(queue, obj.store(check=False), token, audit=lambda line: click.echo(line), allow=allow, hosts=hosts)
-    try:
-        server = http_server(host, port, app)
-    except OSError as exc:
-        _die(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    mode = "retry and forget allowed after logging in with the token" if token else "read-only"
-    click.echo(f"dashboard on {shown_url(host, port)} ({mode})")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    sys.exit(0)
