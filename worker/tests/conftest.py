@@ -173,8 +173,8 @@ def leases_expired(r: redis.Redis, queue: str = "default", prefix: str = "queuef
 
 
 def worker_note(pid: int) -> bytes:
-    """What a live worker notes on its host about the job it runs (see queuefleet.notes)."""
-    from queuefleet.notes import notes_dir
+    """What a live worker notes on its host about the job it runs (see queuefleet.running_notes)."""
+    from queuefleet.running_notes import notes_dir
 
     for path in Path(notes_dir()).glob(f"queuefleet-{pid}-*.running"):
         return path.read_bytes().split(b"\n", 1)[0]

@@ -548,7 +548,7 @@ def test_jobs_reserved_by_a_fetch_whose_reply_was_lost_are_taken_back(redis_url,
     on it: Redis reserves jobs for a worker that never hears of them. The worker's next
     fetch takes them back, instead of leaving them to wait out their lease."""
     from queuefleet.identity import current_identity
-    from queuefleet.link import Link
+    from queuefleet.redis_link import Link
     from queuefleet.logs import JobLog
     from queuefleet.reservations import Reservations
 
@@ -609,7 +609,7 @@ def test_reclaim_and_reap_read_one_workers_index_not_every_reservation(redis_url
 def test_a_workers_own_bookkeeping_is_emptied_by_acks_releases_and_lost_leases(redis_url, r):
     """No set inside the worker grows with jobs it no longer holds."""
     from queuefleet.identity import current_identity
-    from queuefleet.link import Link
+    from queuefleet.redis_link import Link
     from queuefleet.logs import JobLog
     from queuefleet.reservations import Reservations
 

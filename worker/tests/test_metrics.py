@@ -217,7 +217,7 @@ def test_job_names_from_payloads_cannot_grow_the_counters_without_bound(r, redis
     fleet stops writing them (issue 25)."""
     from queuefleet import protocol
     from queuefleet.stats import read_stats
-    from queuefleet.tallies import tally
+    from queuefleet.job_counters import tally
 
     q = Queue.from_url(redis_url)
     q.push_many([("qf_testjobs:record", {})] * 600)

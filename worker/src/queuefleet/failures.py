@@ -13,10 +13,10 @@ from typing import Callable, TextIO
 from .callbacks import FailureCallbacks
 from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore, StoreFailed, truncated_payload
+from .job_counters import FAILED, RELEASED, RETRIED, UNKNOWN_JOB, tally
 from .logs import JobLog
 from .payload import MAX_ERROR_CHARS, Job
 from .protocol import ReleaseEntry, Reserved
-from .tallies import FAILED, RELEASED, RETRIED, UNKNOWN_JOB, tally
 
 HOLD_FIRST = 10.0  # seconds a job waits in Redis after its failure could not be stored
 HOLD_CAP = 300.0

@@ -1,7 +1,7 @@
 """The worker's side of the Redis protocol: one function per script, typed results.
 
 Each function takes a `run(script_name, args)` callable, so the same call works
-on a plain redis-py client (`client_runner`) and on the worker's own link (link.py).
+on a plain redis-py client (`client_runner`) and on the worker's own link (redis_link.py).
 The key layout itself is defined once, in lua/common.lua.
 """
 
@@ -39,7 +39,7 @@ class Reserved:
     suspect: bool
     raw: bytes
     valid_until: float = 0.0  # monotonic time until which this worker knows the lease holds
-    tally: str = ""  # how it ended, counted when it is acked (tallies.tally); '' counts nothing
+    tally: str = ""  # how it ended, counted when it is acked (job_counters.tally); '' counts nothing
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -79,7 +79,7 @@ class ReleaseEntry:
     count_attempt: bool = True
     front: bool = False
     payload: str = ""
-    tally: str = ""  # tallies.tally() of the attempt that ended, '' when none is counted
+    tally: str = ""  # job_counters.tally() of the attempt that ended, '' when none is counted
 
 
 def parse_signal(raw: Sequence[Any]) -> RestartSignal:

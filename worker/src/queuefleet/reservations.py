@@ -1,9 +1,9 @@
-"""The main loop's side of reserving, starting and acking jobs (local state: holdings.py).
+"""The main loop's side of reserving, starting and acking jobs (local state: held_jobs.py).
 
 The three promises and how this module keeps them:
 
 * Only the job that was running is blamed for a dead worker. Before a job runs,
-  `begin` notes it in a file on this host (notes.py: one local write, no network);
+  `begin` notes it in a file on this host (running_notes.py: one local write, no network);
   a neighbour that finds this worker dead blames only the job the note names, and
   the others it held go back unblamed (lua/reap.lua). A job whose last holder died
   where nobody could read its note comes back "suspect"; before such a job runs
@@ -37,12 +37,12 @@ import redis
 
 from .durable import Durability
 
-from .holdings import Holdings, give_back_entries
+from .held_jobs import Holdings, give_back_entries
 from .identity import ProcessIdentity
-from .link import Link
 from .logs import JobLog
-from .notes import RunningNote
 from .protocol import FetchResult, ReleaseEntry, Reserved, ack, fetch, release, rewrite
+from .redis_link import Link
+from .running_notes import RunningNote
 
 RECLAIM_FOR = 20.0  # seconds after a lost fetch reply during which its reservations are looked for
 WAIT_MS = 200  # durable mode: longest a fetch waits for the replicas (a healthy one answers in a round trip)

@@ -1,7 +1,7 @@
 """The fleet's numbers in one read: queue sizes and ages, job counters, live workers.
 
 Read by `queue exporter` (metrics.py) and the dashboard. The counters are kept by
-the scripts that settle jobs (tallies.py, lua/common.lua), so they count every
+the scripts that settle jobs (job_counters.py, lua/common.lua), so they count every
 job once and survive worker restarts.
 """
 
@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import redis
 
+from .job_counters import DURATION_BUCKETS
 from .protocol import text
 from .scripts import SCRIPTS
-from .tallies import DURATION_BUCKETS
 
 
 @dataclass

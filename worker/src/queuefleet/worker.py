@@ -1,9 +1,9 @@
 """The worker loop: reserve, run, settle; stop, pause and restart when asked; ride out Redis outages.
 
 The parts, each in its own module: reservations.py (reserving ahead, acking, leases as
-this process knows them), keeper.py (lease extension, heartbeat, hand-back, dead
+this process knows them), lease_keeper.py (lease extension, heartbeat, hand-back, dead
 neighbours), execution.py (one job under its timeout), failures.py (retry, failed jobs,
-database outages), watchdog.py, restarts.py, signals.py, outage.py, link.py, notes.py.
+database outages), watchdog.py, restarts.py, signals.py, outage.py, redis_link.py, running_notes.py.
 """
 
 from __future__ import annotations
@@ -16,27 +16,27 @@ from typing import Any, Callable, TextIO
 
 import redis
 
+from .callbacks import FailureCallbacks
+from .connection import client_from_url, redacted_url
 from .durable import Durability
 from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore
-from .callbacks import FailureCallbacks
 from .failures import FailurePolicy
 from .handlers import HandlerRegistry
 from .identity import current_identity
-from .keeper import Keeper, KeeperSettings
-from .link import Link, worker_client_kwargs
+from .job_counters import DONE, tally
+from .lease_keeper import Keeper, KeeperSettings
 from .logs import JobLog
-from .notes import RunningNote, remove_stale_notes
 from .outage import Backoff, Outage, describe, is_transient
 from .payload import MAX_PAYLOAD
 from .protocol import FetchResult, Reserved, client_runner, deregister
-from .restarts import RestartWatch
-from .watchdog import Watchdog
-from .connection import client_from_url, redacted_url
+from .redis_link import Link, worker_client_kwargs
 from .reservations import Reservations
+from .restarts import RestartWatch
+from .running_notes import RunningNote, remove_stale_notes
 from .signals import WakeUp, WorkerSignals
-from .tallies import DONE, tally
 from .timeouts import HandlerGuard
+from .watchdog import Watchdog
 
 EXIT_CONFIG = 1
 

@@ -31,7 +31,7 @@
 --                                  three expire 30 days after their last write),
 --                                  P:stats:minute:<unix minute> (hash, "<queue> <outcome>" -> jobs in
 --                                  that minute; expires after 3 h). Bumped by the call that settles the
---                                  job (see tallies.py for the wire form).
+--                                  job (see job_counters.py for the wire form).
 -- Scheduler:     P:schedule:last (hash, entry name -> last tick handled, ms),
 --                P:schedule:entries (hash, entry name -> what a scheduler announced, JSON)
 -- Fleet:         P:queues (set), P:seq (counter), P:restart and P:restart:host:<h> (hashes),

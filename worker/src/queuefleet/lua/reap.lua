@@ -4,7 +4,7 @@
 -- Its reservations are found by its index (P:holder:<base>), not by scanning the
 -- reserved sets.
 -- ARGV: prefix, registry_ns, worker_id, registry_value, token_base, known
--- where known is what the worker noted on its host ('' if unreadable; see notes.py).
+-- where known is what the worker noted on its host ('' if unreadable; see running_notes.py).
 -- The registry entry and heartbeat are removed only if the entry still holds
 -- registry_value (a live worker may have reused the id).
 -- Returns {blamed_ids, given_back_count}.

@@ -18,13 +18,13 @@ from typing import Any, Callable, TextIO
 
 import redis
 
+from .held_jobs import ACK_AFTER, give_back_entries
 from .identity import ProcessIdentity, is_dead, parse_neighbour
 from .logs import JobLog
-from .notes import read_note, remove_note
 from .outage import Outage, is_transient
 from .protocol import ack, client_runner, extend, heartbeat, reap, release
-from .holdings import ACK_AFTER, give_back_entries
 from .reservations import Reservations
+from .running_notes import read_note, remove_note
 
 
 @dataclass
