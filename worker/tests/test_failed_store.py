@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from conftest import QueueCli, executed
 from servers import TcpProxy, wait_for
 from queuefleet import Queue
-from queuefleet.failed import FailedJobStore, failed_jobs, retry_failed
+from queuefleet.failed import FailedJobStore, failed_jobs
+from queuefleet.failed_retry import retry_failed
 
 COLUMNS = {"id", "uuid", "connection", "queue", "payload", "exception", "failed_at"}
 WIDE = {"COLUMNS": "250"}  # rich must not fold ids and uuids in `queue failed`

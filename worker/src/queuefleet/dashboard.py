@@ -33,7 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dashboard_data import collect
 from .dashboard_html import Access, render_login, render_page
-from .failed import FailedJobStore, describe_db_error, retry_failed
+from .failed import FailedJobStore, describe_db_error
+from .failed_retry import retry_failed
 from .payload import PayloadError
 from .connection import redacted_url
 from .queue import Queue

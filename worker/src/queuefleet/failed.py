@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import uuid as uuidlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -36,8 +35,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 if TYPE_CHECKING:
     from .migrations import Migration
-    from .payload import Job
-    from .queue import Queue
 
 DEFAULT_DATABASE_URL = "sqlite:///queuefleet.sqlite3"
 DATABASE_TIMEOUT = 10.0  # seconds a MySQL/MariaDB connect, read or write may take (see make_engine)
@@ -325,29 +322,6 @@ class FailedJobStore:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(failed_jobs)).scalar_one())
-
-
-def retry_failed(store: FailedJobStore, queue: Queue, row: FailedJob) -> Job | None:
-    """Push a failed job back onto its queue with its attempts reset and forget its row, as one
-    step: the row is claimed (deleted in a transaction) before the push and the transaction
-    commits after it, so two retries of one row at once (a double click, two `queue retry`
-    runs) push it once, and a push that fails leaves the row. Returns the job as pushed, None
-    when another retry or forget took the row first. Raises PayloadError when the row's
-    payload is not a job (nothing is changed)."""
-    from .payload import Job
-
-    job = Job.decode(row.payload)
-    job.attempts = 0
-    job.failure = None
-    # A fresh id: the worker that failed the job may not have acked the old id yet (its ack
-    # would delete the retried job's payload), and a quick second failure must not collide
-    # with the old row's uuid.
-    job.id = str(uuidlib.uuid4())
-    with store.claim(row.id) as claimed:
-        if not claimed:
-            return None
-        queue.push_job(job)
-    return job
 
 
 def _first_line(exc: BaseException) -> str:

@@ -72,7 +72,7 @@ def retry(obj: Context, ids: tuple[str, ...], queue: str | None) -> None:
         if "all" in ids:
             raise click.BadParameter("`all` cannot be mixed with ids", param_hint="IDS")
         rows, missing = store.find(list(ids))
-    from ..failed import retry_failed
+    from ..failed_retry import retry_failed
 
     q = obj.queue()
     retried = 0
