@@ -635,7 +635,7 @@ def test_restart_ignores_the_release_of_the_env_file(cli, r, redis_url, tmp_path
 
 
 def test_error_summaries_keep_the_reason_not_sqlalchemys_link_line():
-    from queuefleet.failures import summary as _summary
+    from queuefleet.payload import error_summary as _summary
 
     error = "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")\n(Background on this error at: https://sqlalche.me/e/20/e3q8)"
     assert _summary(error) == "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"

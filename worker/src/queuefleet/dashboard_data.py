@@ -15,7 +15,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from .failed import DatabaseUnavailable, FailedJob, FailedJobStore, describe_db_error
-from .failures import summary
+from .payload import error_summary
 from .queue import Queue, redacted_url
 from .stats import FleetStats, read_stats
 
@@ -106,4 +106,4 @@ def job_name(payload: str) -> str:
 def failed_row(row: FailedJob) -> dict[str, Any]:
     failed_at = row.failed_at.replace(tzinfo=dt.timezone.utc) if row.failed_at.tzinfo is None else row.failed_at
     return {"id": row.id, "uuid": row.uuid, "queue": row.queue, "job": job_name(row.payload),
-            "failed_at": failed_at.isoformat(timespec="seconds"), "error": summary(row.exception or "-", 300)}
+            "failed_at": failed_at.isoformat(timespec="seconds"), "error": error_summary(row.exception or "-", 300)}

@@ -15,7 +15,7 @@ from .execution import JobRunner, Kind, Outcome
 from .failed import FailedJobStore, StoreFailed, truncated_payload
 from .job_counters import FAILED, RELEASED, RETRIED, UNKNOWN_JOB, tally
 from .logs import JobLog
-from .payload import MAX_ERROR_CHARS, Job
+from .payload import Job, error_summary
 from .protocol import ReleaseEntry, Reserved
 
 HOLD_FIRST = 10.0  # seconds a job waits in Redis after its failure could not be stored
@@ -47,7 +47,7 @@ class FailurePolicy:
         job = outcome.job
         assert job is not None
         self.failed += 1
-        job.note_error(job.attempts, summary(outcome.error))
+        job.note_error(job.attempts, error_summary(outcome.error))
         print(f"job {job.id} ({job.job}) attempt {job.attempts} failed:\n{outcome.error}", file=self.stderr, flush=True)
         max_tries = self.runner.max_tries(job)
         if max_tries and job.attempts >= max_tries:
@@ -57,7 +57,7 @@ class FailurePolicy:
         if release(entry, ReleaseEntry(entry.queue, entry.id, entry.token, delay_ms=int(delay * 1000), payload=job.encode(),
                                        tally=tally(job.job, RETRIED, outcome.runtime))):
             self.log.job("retry", job.id, job.job, job.queue, job.attempts, outcome.runtime, delay=f"{delay:g}s",
-                         error=summary(outcome.error, 200))
+                         error=error_summary(outcome.error, 200))
 
     def released(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
         """The handler asked to run again after `outcome.delay` (an attempt like any other): on its last try it fails."""
@@ -83,7 +83,7 @@ class FailurePolicy:
         job = outcome.job
         assert job is not None
         if outcome.kind is not Kind.STORE and (not job.errors or job.errors[-1].get("attempt") != job.attempts):
-            job.note_error(job.attempts, summary(outcome.error))
+            job.note_error(job.attempts, error_summary(outcome.error))
         self._store(entry, job, outcome, release, ack, rewrite)
 
     def _store(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, ack: AckFn, rewrite: RewriteFn) -> None:
@@ -103,7 +103,7 @@ class FailurePolicy:
         entry.tally = tally(job.job, FAILED, outcome.runtime)
         ack(entry)
         extra = {"stored": how} if how != "stored" else {}
-        self.log.job("failed", job.id, job.job, job.queue, job.attempts, outcome.runtime, error=summary(outcome.error, 200), **extra)
+        self.log.job("failed", job.id, job.job, job.queue, job.attempts, outcome.runtime, error=error_summary(outcome.error, 200), **extra)
 
     def _notify(self, entry: Reserved, job: Job, outcome: Outcome, release: ReleaseFn, rewrite: RewriteFn) -> bool:
         """Mark the failure in Redis, then call the callbacks; False when the job is no longer ours to store."""
@@ -117,7 +117,7 @@ class FailurePolicy:
             self.log.event("error", f"job {job.id} ({job.job}) failed for good but its lease was lost: another worker "
                                     "may run it; its failure callbacks are not called here")
             return False
-        self.callbacks.call(job, summary(outcome.error), outcome.spec)
+        self.callbacks.call(job, error_summary(outcome.error), outcome.spec)
         return True
 
     def _store_malformed(self, entry: Reserved, outcome: Outcome, release: ReleaseFn, ack: AckFn) -> None:
@@ -133,7 +133,7 @@ class FailurePolicy:
             return
         entry.tally = tally(UNKNOWN_JOB, FAILED, None)
         ack(entry)
-        self.log.job("failed", entry.id[:80], "-", entry.queue, entry.attempts, 0.0, error=summary(outcome.error, 200))
+        self.log.job("failed", entry.id[:80], "-", entry.queue, entry.attempts, 0.0, error=error_summary(outcome.error, 200))
 
     def _hold(self, entry: Reserved, job_id: str, payload: str, holds: int, reason: str, release: ReleaseFn) -> None:
         delay = min(HOLD_FIRST * 2**holds, HOLD_CAP)
@@ -153,10 +153,3 @@ def backoff_for(backoff: list[float], attempt: int) -> float:
     if not backoff:
         return 0.0
     return backoff[min(attempt, len(backoff)) - 1] if attempt >= 1 else backoff[0]
-
-
-def summary(error: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """The last meaningful line of an error (SQLAlchemy appends a link line: skip it)."""
-    lines = [line for line in error.strip().splitlines() if line.strip() and not line.lstrip().startswith("(Background on this error")]
-    last = lines[-1] if lines else error
-    return last if len(last) <= limit else last[: limit - 3] + "..."

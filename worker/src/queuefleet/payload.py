@@ -158,6 +158,13 @@ def _optional_number(doc: dict[str, Any], key: str, *, maximum: float, allow_zer
     return check_seconds(key, value, maximum=maximum, allow_zero=allow_zero)
 
 
+def error_summary(error: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The last meaningful line of an error (SQLAlchemy appends a link line: skip it)."""
+    lines = [line for line in error.strip().splitlines() if line.strip() and not line.lstrip().startswith("(Background on this error")]
+    last = lines[-1] if lines else error
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
 # JSON's 1e999 parses as inf and NaN/Infinity are not JSON: both are refused while decoding.
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
