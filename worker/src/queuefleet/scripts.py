@@ -72,9 +72,5 @@ class Scripts:
             return list(replies[:-1]), int(replies[-1])
         raise AssertionError("unreachable")
 
-    def load_all(self, client: "redis.Redis | Any") -> None:
-        for script in self.by_name.values():
-            client.script_load(script.source)
-
 
 SCRIPTS = Scripts()
