@@ -14,8 +14,8 @@ and durable push on (each push confirmed by the replica, retried under the same 
 2. the new master's whole container stops: the sentinels promote the first master again, and the
    stopped one comes back as a replica when it starts.
 
-Then every job pushed has run exactly once and none failed, the sentinels promoted within
-down-after-milliseconds + 5 s each time. The drill ends with the master it started from.
+Then every job pushed has run exactly once and none failed; the sentinels promoted within
+down-after-milliseconds + 5 s each time, and the workers ran jobs on the new master within it. The drill ends with the master it started from.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_the_fleet_fails_over_twice_under_load_and_loses_nothing():
     wait_for(lambda: agent("tally", "drill")["pushed"] > before + 10, 30, "durable pushes to be confirmed again")
     resumed = time.monotonic() - killed
     assert promoted <= DOWN_AFTER + 5, f"the sentinels promoted {second} {promoted:.1f}s after the master hung"
-    assert served <= DOWN_AFTER + 10, f"the workers ran jobs on {second} only {served:.1f}s after the master hung"
+    assert served <= DOWN_AFTER + 5, f"the workers ran jobs on {second} only {served:.1f}s after the master hung"
 
     # A re-deploy keeps the promoted master and restarts no Redis.
     pids = {REDIS: redis_pid(REDIS), DB: redis_pid(DB)}
