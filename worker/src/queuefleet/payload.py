@@ -58,6 +58,13 @@ def check_queue_name(queue: str) -> str:
     return _cached_check(queue, QUEUE_NAME, _valid_queues, "queue name must be 1-128 of A-Z a-z 0-9 _ . -")
 
 
+def check_pool_name(name: str) -> str:
+    """A pool's name as heartbeats, metrics and supervisor programs carry it."""
+    if not name or not all(c.isalnum() or c in "_.-" for c in name):
+        raise ValueError(f"pool names are letters, digits, '_', '.' and '-', got {name!r}")
+    return name
+
+
 def _check_id_like(value: str, what: str) -> str:
     if not isinstance(value, str) or not JOB_ID.fullmatch(value):
         raise ValueError(f"{what} must be 1-128 of A-Z a-z 0-9 _ . : - (starting with a letter or digit), got {_shown(value)}")

@@ -13,7 +13,7 @@ import click
 from ..connection import client_from_url
 from ..dashboard import DEFAULT_LISTEN, TOKEN_ENV, Dashboard
 from ..failed import FailedJobStore
-from ..payload import check_queue_name
+from ..payload import check_pool_name, check_queue_name
 from ..queue import Queue, redacted_url
 from ..serving import Network, http_server, is_loopback, listen_option, networks_option, shown_url
 from .app import Context, check_redis_url, die, main
@@ -40,16 +40,10 @@ def _settings(kind: str, convert: Callable[[str], Any], check: Callable[[str], s
     return parse
 
 
-def _pool_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "_.-" for c in name):
-        raise ValueError(f"pool names are letters, digits, '_', '.' and '-', got {name!r}")
-    return name
-
-
 @main.command()
 @click.option("--listen", default="127.0.0.1:9818", show_default=True, callback=listen_option("127.0.0.1:9818"),
               help="Address to serve /metrics on (loopback unless you mean otherwise).")
-@click.option("--pool", "pools", multiple=True, metavar="POOL=N", callback=_settings("POOL", int, _pool_name),
+@click.option("--pool", "pools", multiple=True, metavar="POOL=N", callback=_settings("POOL", int, check_pool_name),
               help="A pool this host runs and its process count (repeat per pool).")
 @click.option("--backlog", multiple=True, metavar="QUEUE=N", callback=_settings("QUEUE", int, check_queue_name),
               help="Most ready jobs a queue may hold, exported for the alert rules (repeat per queue).")

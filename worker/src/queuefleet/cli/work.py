@@ -1,4 +1,4 @@
-"""`queue work` and `queue schedule`: the long-running processes supervisor keeps up."""
+"""`queue work`, `queue schedule` and `queue autoscale`: the long-running processes supervisor keeps up."""
 
 from __future__ import annotations
 
@@ -149,3 +149,32 @@ def schedule(obj: Context, path: Path, list_only: bool, log_format: str) -> None
         sys.exit(scheduler.run())
     except redis.RedisError as exc:  # not an outage (those are waited out): a wrong password, a bad database number
         die(f"scheduler stopped: Redis at {redacted_url(obj.redis_url)}: {exc}")
+
+
+@main.command()
+@click.option("--config", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              envvar="QUEUEFLEET_AUTOSCALE", help="Autoscale file the role writes (JSON; QUEUEFLEET_AUTOSCALE).")
+@click.option("--host", default=None, help="This host's name as its workers report it (default: the hostname).")
+@click.option("--once", is_flag=True, help="Make one decision for every pool, print it, and exit.")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.pass_obj
+def autoscale(obj: Context, path: Path, host: str | None, once: bool, log_format: str) -> None:
+    """Size this host's autoscaled pools by their backlog, within each pool's [min, max]: run it
+    under supervisor, one per host; it starts and stops the pools' burst processes through
+    supervisord, and holds every size while Redis or supervisord cannot be read."""
+    from ..autoscaler import AutoscaleConfigError, Autoscaler, load_settings
+    from ..connection import client_from_url
+    from ..logs import JobLog
+
+    try:
+        settings = load_settings(path, host)
+    except AutoscaleConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    check_redis_url(obj.redis_url)
+    scaler = Autoscaler(client_from_url(obj.redis_url), settings, prefix=obj.prefix,
+                        log=JobLog(fmt=log_format, pool="autoscale"))
+    if once:
+        scaler.tick()
+        return
+    scaler.install_signals()
+    sys.exit(scaler.run())

@@ -1,0 +1,287 @@
+"""`queue autoscale`: one per host, under supervisor, sizing that host's autoscaled pools.
+
+An autoscaled pool is two supervisor programs on each host: its `base_group` of `min` processes,
+started and kept alive by supervisor like any pool (so the pool never falls below min, and
+starts at min after a reboot or a supervisord restart), and its `burst_group` of `max - min`
+processes with autostart off, which only this loop starts and stops.
+
+Each tick reads the pool's queues from Redis (one read: stats.read_stats, on the Redis clock),
+announces this host's bounds and running count in a hash the other hosts' autoscalers read,
+takes this host's share of what the pool wants (autoscale_policy), and starts or stops burst
+processes through supervisord's XML-RPC interface. A stop is supervisor's stopsignal: the
+worker finishes its job and exits, as on any deploy. Every change is one log line saying why,
+one entry in a capped history list (the dashboard's) and a counter (the exporter's). When Redis
+cannot be read, the loop holds the current size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import redis
+
+from .autoscale_policy import DEFAULT_RUNTIME, Damper, Demand, HostSlot, ScaleRule, fleet_wanted, host_share
+from .logs import JobLog
+from .payload import check_pool_name, check_queue_name
+from .protocol import text
+from .stats import FleetStats, read_stats
+from .supervisor_rpc import RUNNING_STATES, STARTABLE_STATES, ProcessInfo, Supervisor, SupervisorError
+
+HISTORY = 500  # scale events kept in <prefix>:autoscale:events
+SLOT_TTL_TICKS = 3  # a host's announcement older than this many ticks (+ 10 s) is ignored
+
+
+class AutoscaleConfigError(ValueError):
+    """The autoscale file is not what the role writes."""
+
+
+@dataclass(frozen=True)
+class ScaledPool:
+    name: str
+    queues: tuple[str, ...]
+    burst_group: str
+    base_group: str | None
+    rule: ScaleRule
+
+
+@dataclass(frozen=True)
+class AutoscaleSettings:
+    pools: tuple[ScaledPool, ...]
+    supervisor_url: str = "unix:///var/run/supervisor.sock"
+    interval: float = 5.0
+    host: str = field(default_factory=socket.gethostname)
+
+
+def load_settings(path: Path, host: str | None = None) -> AutoscaleSettings:
+    """The JSON file the queue_worker role renders (see docs/autoscaling.md), checked field by field."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AutoscaleConfigError(f"{path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("pools"), list) or not doc["pools"]:
+        raise AutoscaleConfigError(f"{path}: expected an object with a non-empty list `pools`")
+    pools = []
+    for i, raw in enumerate(doc["pools"]):
+        where = f"{path}: pools[{i}]"
+        if not isinstance(raw, dict):
+            raise AutoscaleConfigError(f"{where}: expected an object")
+        try:
+            name, burst = str(raw["name"]), str(raw["burst_group"])
+            queues = tuple(str(q) for q in raw["queues"])
+            rule = ScaleRule(min=int(raw["min"]), max=int(raw["max"]), step=int(raw.get("step", 2)),
+                             cooldown=float(raw.get("cooldown", 60)), target_wait=float(raw.get("target_wait", 10)))
+        except KeyError as exc:
+            raise AutoscaleConfigError(f"{where}: missing {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise AutoscaleConfigError(f"{where}: {exc}") from None
+        if not queues:
+            raise AutoscaleConfigError(f"{where}: no queues")
+        try:
+            for queue in queues:
+                check_queue_name(queue)
+            check_pool_name(name)
+        except ValueError as exc:
+            raise AutoscaleConfigError(f"{where}: {exc}") from None
+        pools.append(ScaledPool(name, queues, burst, raw.get("base_group") or None, rule))
+    if len({p.name for p in pools}) != len(pools):
+        raise AutoscaleConfigError(f"{path}: a pool is listed twice")
+    try:
+        interval = float(doc.get("interval", 5))
+    except (TypeError, ValueError):
+        raise AutoscaleConfigError(f"{path}: interval must be a number of seconds") from None
+    if not (math.isfinite(interval) and interval > 0):
+        raise AutoscaleConfigError(f"{path}: interval must be > 0 seconds, got {interval}")
+    return AutoscaleSettings(tuple(pools), str(doc.get("supervisor", "unix:///var/run/supervisor.sock")), interval,
+                             host or socket.gethostname())
+
+
+def slots_key(prefix: str, pool: str) -> str:
+    return f"{prefix}:autoscale:{pool}"
+
+
+def events_key(prefix: str) -> str:
+    return f"{prefix}:autoscale:events"
+
+
+def counts_key(prefix: str) -> str:
+    return f"{prefix}:autoscale:counts"
+
+
+class RuntimeEstimate:
+    """A pool's recent average run time: from the growth of its duration counters between ticks,
+    else the lifetime average, else DEFAULT_RUNTIME."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, int] | None = None
+        self.value = DEFAULT_RUNTIME
+
+    def update(self, stats: FleetStats, queues: Sequence[str]) -> float:
+        seconds = sum(d.sum_seconds for (q, _job), d in stats.durations.items() if q in queues)
+        runs = sum(d.count for (q, _job), d in stats.durations.items() if q in queues)
+        if self.last is not None and runs > self.last[1]:
+            self.value = (seconds - self.last[0]) / (runs - self.last[1])
+        elif self.last is None and runs:
+            self.value = seconds / runs
+        self.last = (seconds, runs)
+        return self.value
+
+
+class Autoscaler:
+    def __init__(self, client: redis.Redis, settings: AutoscaleSettings, *, prefix: str, log: JobLog,
+                 supervisor: Supervisor | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = prefix
+        self.log = log
+        self.supervisor = supervisor or Supervisor(settings.supervisor_url)
+        self.dampers = {p.name: Damper(p.rule) for p in settings.pools}
+        self.runtimes = {p.name: RuntimeEstimate() for p in settings.pools}
+        self.stop = threading.Event()
+        self._holding = ""  # why the last tick held every size (logged once per cause)
+
+    def install_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+
+    def run(self) -> int:
+        names = ", ".join(f"{p.name} [{p.rule.min}..{p.rule.max}]" for p in self.settings.pools)
+        self.log.event("starting", f"autoscaler on {self.settings.host} for {names}, every {self.settings.interval:g}s")
+        while not self.stop.is_set():
+            self.tick()
+            self.stop.wait(self.settings.interval)
+        self.log.event("stopping", "autoscaler stopped; the pools keep their current size")
+        return 0
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """One decision for every pool; returns the log lines of the changes made."""
+        now = time.monotonic() if now is None else now
+        try:
+            procs = self.supervisor.processes()
+        except SupervisorError as exc:
+            self._hold(f"supervisord unreachable ({exc})")
+            return []
+        try:
+            stats = read_stats(self.client, self.prefix, queues=[q for p in self.settings.pools for q in p.queues])
+        except (redis.RedisError, OSError) as exc:
+            self._hold(f"Redis unreachable ({exc.__class__.__name__}: {exc})")
+            return []
+        if self._holding:
+            self.log.event("resumed", f"autoscaler resumed after: {self._holding}")
+            self._holding = ""
+        changes = []
+        for pool in self.settings.pools:
+            try:
+                line = self._decide(pool, procs, stats, now)
+            except (redis.RedisError, OSError, SupervisorError) as exc:
+                self.log.event("error", f"pool {pool.name}: {exc}; size kept")
+                continue
+            if line:
+                changes.append(line)
+        return changes
+
+    def _hold(self, why: str) -> None:
+        if why.split(" (")[0] != self._holding.split(" (")[0]:
+            self.log.event("holding", f"{why}: every pool keeps its current size")
+        self._holding = why
+
+    def _decide(self, pool: ScaledPool, procs: list[ProcessInfo], stats: FleetStats, now: float) -> str:
+        burst = [p for p in procs if p.group == pool.burst_group]
+        base = [p for p in procs if pool.base_group and p.group == pool.base_group]
+        running = [p for p in burst + base if p.state in RUNNING_STATES]
+        demand = self._demand(pool, stats)
+        slots = self._announce(pool, len(running), stats.now)
+        fleet_running = sum(s.running for s in slots)
+        wanted, why = fleet_wanted(demand, fleet_running, pool.rule)
+        wanted = min(max(wanted, sum(s.min for s in slots)), sum(s.max for s in slots))
+        target = host_share(wanted, slots, self.settings.host)
+        size, verdict = self.dampers[pool.name].next_size(len(running), target, now)
+        if size == len(running):
+            return ""
+        if size > len(running):
+            chosen = [p for p in burst if p.state in STARTABLE_STATES][: size - len(running)]
+            for p in chosen:
+                self.supervisor.start(p)
+        else:
+            chosen = self._to_stop(burst, stats, len(running) - size)
+            for p in chosen:
+                self.supervisor.stop(p)
+        if not chosen:
+            return ""
+        new = len(running) + (len(chosen) if size > len(running) else -len(chosen))
+        line = (f"pool {pool.name}: {len(running)} -> {new} ({verdict}): fleet wants {wanted} ({why}); "
+                f"{len(slots)} host(s), this host's share {target}; "
+                f"{'started' if size > len(running) else 'stopping'} {', '.join(p.name for p in chosen)}")
+        self.log.event("scale", line, pool_name=pool.name, running=len(running), size=new, wanted=wanted)
+        self._record(pool, len(running), new, wanted, verdict, stats.now)
+        return line
+
+    def _demand(self, pool: ScaledPool, stats: FleetStats) -> Demand:
+        ready = sum(stats.sizes.get(q, {}).get("ready", 0) for q in pool.queues)
+        oldest = max((stats.oldest_age.get(q, 0.0) for q in pool.queues), default=0.0)
+        busy = sum(1 for w in stats.workers if w.get("pool") == pool.name and w.get("state") == "busy")
+        return Demand(ready=ready, busy=busy, oldest_wait=oldest, runtime=self.runtimes[pool.name].update(stats, pool.queues))
+
+    def _announce(self, pool: ScaledPool, running: int, redis_now: float) -> list[HostSlot]:
+        """Write this host's slot, read every live one (this host's always included)."""
+        key = slots_key(self.prefix, pool.name)
+        mine = HostSlot(self.settings.host, pool.rule.min, pool.rule.max, running)
+        doc = {"min": mine.min, "max": mine.max, "running": running, "at": redis_now}
+        pipe = self.client.pipeline()
+        pipe.hset(key, self.settings.host, json.dumps(doc))
+        pipe.hgetall(key)
+        _, raw = pipe.execute()
+        fresh = redis_now - SLOT_TTL_TICKS * self.settings.interval - 10
+        slots, stale = [mine], []
+        for host_b, value in raw.items():
+            host = text(host_b)
+            if host == mine.host:
+                continue
+            try:
+                other = json.loads(text(value))
+                slot = HostSlot(host, int(other["min"]), int(other["max"]), int(other["running"]))
+                at = float(other["at"])
+            except (ValueError, KeyError, TypeError):
+                stale.append(host)
+                continue
+            (slots.append(slot) if at >= fresh else stale.append(host))
+        if stale:
+            self.client.hdel(key, *stale)
+        return slots
+
+    def _to_stop(self, burst: list[ProcessInfo], stats: FleetStats, count: int) -> list[ProcessInfo]:
+        """Idle burst processes first, then the highest-numbered ones (a busy one finishes its job first)."""
+        busy_pids = {int(w.get("pid", 0) or 0) for w in stats.workers
+                     if w.get("host") == self.settings.host and w.get("state") == "busy"}
+        running = [p for p in burst if p.state in RUNNING_STATES]
+        idle = [p for p in running if p.pid not in busy_pids]
+        busy = [p for p in running if p.pid in busy_pids]
+        return (sorted(idle, key=lambda p: p.name, reverse=True) + sorted(busy, key=lambda p: p.name, reverse=True))[:count]
+
+    def _record(self, pool: ScaledPool, before: int, after: int, wanted: int, verdict: str, redis_now: float) -> None:
+        event = {"at": round(redis_now, 3), "host": self.settings.host, "pool": pool.name, "from": before, "to": after,
+                 "wanted": wanted, "reason": verdict}
+        direction = "up" if after > before else "down"
+        pipe = self.client.pipeline()
+        pipe.lpush(events_key(self.prefix), json.dumps(event))
+        pipe.ltrim(events_key(self.prefix), 0, HISTORY - 1)
+        pipe.hincrby(counts_key(self.prefix), f"{pool.name}|{self.settings.host}|{direction}", 1)
+        pipe.execute()
+
+
+def read_events(client: redis.Redis, prefix: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The last `limit` scale events, newest first (for the dashboard and `queue status`)."""
+    out = []
+    for raw in client.lrange(events_key(prefix), 0, limit - 1):
+        try:
+            out.append(json.loads(text(raw)))
+        except ValueError:
+            continue
+    return out

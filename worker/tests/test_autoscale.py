@@ -1,0 +1,227 @@
+"""`queue autoscale`: the decisions (autoscale_policy), and the loop under a real supervisord
+with real workers and Redis: a burst scales a pool from min to max, the backlog drains with
+every job run once, the pool returns to min after the cooldown; hosts share one backlog; the
+loop holds every size while Redis is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import QUEUE_BIN, TESTS, QueueCli, executed
+from servers import SUPERVISOR_HEAD, Supervisord, free_port, wait_for
+from queuefleet import Queue
+from queuefleet.autoscale_policy import Damper, Demand, HostSlot, ScaleRule, fleet_wanted, host_share
+from queuefleet.autoscaler import AutoscaleConfigError, Autoscaler, AutoscaleSettings, ScaledPool, load_settings, read_events
+from queuefleet.logs import JobLog
+from queuefleet.supervisor_rpc import Supervisor, SupervisorError
+
+# -- the decisions ------------------------------------------------------------------------------
+
+RULE = ScaleRule(min=1, max=8, step=2, cooldown=30, target_wait=10)
+
+
+def test_one_waiting_job_asks_for_one_process_not_max():
+    wanted, why = fleet_wanted(Demand(ready=1, busy=0, oldest_wait=0.1, runtime=0.2), running=1, rule=RULE)
+    assert wanted == 1, why  # laravel/horizon#1552: one job sent a queue to max
+
+
+def test_busy_processes_with_long_jobs_still_grow_the_pool():
+    # Every process busy with a 120 s job, 3 jobs waiting: 4 busy + 3 (each takes 120 s > target_wait).
+    wanted, _ = fleet_wanted(Demand(ready=3, busy=4, oldest_wait=5, runtime=120), running=4, rule=RULE)
+    assert wanted == 7  # laravel/horizon#1539: no reaction while long jobs ran
+
+
+def test_a_job_waiting_past_the_target_grows_the_pool_by_a_step_at_least():
+    wanted, why = fleet_wanted(Demand(ready=2, busy=2, oldest_wait=25, runtime=0.01), running=2, rule=RULE)
+    assert wanted == 4 and "waited 25.0s" in why
+
+
+def test_hosts_split_one_backlog_instead_of_each_adding_a_step():
+    slots = [HostSlot("w2", 1, 4, 1), HostSlot("w1", 1, 4, 1), HostSlot("w3", 0, 2, 0)]
+    shares = {h: host_share(7, slots, h) for h in ("w1", "w2", "w3")}
+    assert shares == {"w1": 3, "w2": 2, "w3": 2} and sum(shares.values()) == 7
+    assert {h: host_share(1, slots, h) for h in ("w1", "w2", "w3")} == {"w1": 1, "w2": 1, "w3": 0}  # never below min
+    assert {h: host_share(50, slots, h) for h in ("w1", "w2", "w3")} == {"w1": 4, "w2": 4, "w3": 2}  # never above max
+
+
+def test_damper_steps_up_at_once_and_down_only_after_the_cooldown():
+    d = Damper(ScaleRule(min=1, max=8, step=2, cooldown=30, target_wait=10))
+    assert d.next_size(1, 8, now=0)[0] == 3
+    assert d.next_size(3, 8, now=1)[0] == 5
+    assert d.next_size(5, 1, now=2) == (5, "cooling down (0s of 30s)")
+    assert d.next_size(5, 1, now=31)[0] == 5  # 29 s below: still cooling down
+    assert d.next_size(5, 1, now=33) == (3, "scale down")
+    assert d.next_size(3, 1, now=40)[0] == 3  # a whole cooldown again before the next step down
+    assert d.next_size(3, 2, now=64)[0] == 2
+    assert d.next_size(2, 3, now=65)[0] == 3  # demand back: up at once, and the cooldown restarts
+    assert d.next_size(0, 0, now=66) == (1, "below min 1")  # laravel/horizon#622: never below min
+
+
+@pytest.mark.parametrize("rule, message", [
+    (dict(min=3, max=2), "0 <= min <= max"), (dict(min=0, max=0), "max >= 1"), (dict(min=1, max=2, step=0), "step"),
+    (dict(min=1, max=2, target_wait=0), "target_wait"), (dict(min=1, max=2, cooldown=float("nan")), "cooldown"),
+])
+def test_bad_rules_are_refused(rule, message):
+    with pytest.raises(ValueError, match=message):
+        ScaleRule(**rule)
+
+
+def test_bad_config_files_get_one_line_errors(tmp_path, cli):
+    path = tmp_path / "autoscale.json"
+    cases = {
+        "not json": "Expecting value",
+        '{"pools": []}': "non-empty list `pools`",
+        '{"pools": [{"name": "p", "queues": ["q"], "min": 1, "max": 2}]}': "missing 'burst_group'",
+        '{"pools": [{"name": "p", "queues": ["q"], "burst_group": "b", "min": 3, "max": 2}]}': "0 <= min <= max",
+        '{"pools": [{"name": "p", "queues": ["bad queue"], "burst_group": "b", "min": 1, "max": 2}]}': "queue name",
+        '{"pools": [{"name": "p", "queues": ["q"], "burst_group": "b", "min": 1, "max": 2}], "interval": 0}': "interval",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(AutoscaleConfigError, match=re.escape(message)):
+            load_settings(path)
+        out = cli.run("autoscale", "--config", str(path), check=False)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+# -- under a real supervisord -----------------------------------------------------------------
+
+
+def scaled_supervisord(workdir: Path, redis_url: str, db_url: str, *, base: int, burst: int, queue: str,
+                       autoscale: Path | None = None) -> Supervisord:
+    """A pool as the role renders an autoscaled one: `<pool>` (min processes, autostart) and
+    `<pool>-burst` (max - min, autostart off), plus the autoscaler itself when `autoscale` is given."""
+    env = {"QUEUEFLEET_REDIS_URL": redis_url, "QUEUEFLEET_DATABASE_URL": db_url, "QUEUEFLEET_JOBS": "qf_testjobs",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), "TEST_REDIS_URL": redis_url}
+    environment = ",".join(f'{k}="{v}"' for k, v in env.items())
+    work = f"{QUEUE_BIN} work --name auto --queue {queue} --sleep 0.5"
+    conf = SUPERVISOR_HEAD.format(dir=workdir)
+    for group, numprocs, autostart in (("auto", base, "true"), ("auto-burst", burst, "false")):
+        if numprocs:
+            conf += f"""
+[program:{group}]
+command={work}
+process_name=%(program_name)s_%(process_num)02d
+numprocs={numprocs}
+autostart={autostart}
+autorestart=true
+startsecs=1
+stopwaitsecs=20
+stdout_logfile={workdir}/%(program_name)s_%(process_num)02d.log
+stderr_logfile={workdir}/%(program_name)s_%(process_num)02d.err
+environment={environment}
+"""
+    if autoscale is not None:
+        conf += f"""
+[program:autoscale]
+command={QUEUE_BIN} autoscale --config {autoscale} --host testhost
+autorestart=true
+startsecs=1
+stdout_logfile={workdir}/autoscale.out
+stderr_logfile={workdir}/autoscale.err
+environment={environment}
+"""
+    return Supervisord(workdir, conf)
+
+
+def running(sup: Supervisord, *groups: str) -> int:
+    """Processes RUNNING in `groups` (default: the pool's two programs)."""
+    groups = groups or ("auto", "auto-burst")
+    return sum(1 for name, (state, _) in sup.status().items() if name.split(":")[0] in groups and state == "RUNNING")
+
+
+def answers(sup: Supervisor) -> bool:
+    try:
+        return bool(sup.processes())
+    except SupervisorError:
+        return False
+
+
+def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, sqlite_url, tmp_path):
+    QueueCli(redis_url, sqlite_url, tmp_path).run("migrate")
+    queue = f"auto{os.getpid()}"
+    config = tmp_path / "autoscale.json"
+    config.write_text(json.dumps({"interval": 0.5, "supervisor": f"unix://{tmp_path / 'sup' / 'supervisor.sock'}",
+                                  "pools": [{"name": "auto", "queues": [queue], "base_group": "auto",
+                                             "burst_group": "auto-burst", "min": 1, "max": 4, "step": 2,
+                                             "cooldown": 3, "target_wait": 1}]}))
+    sup = scaled_supervisord(tmp_path / "sup", redis_url, sqlite_url, base=1, burst=3, queue=queue, autoscale=config)
+    log = tmp_path / "sup" / "autoscale.out"
+    try:
+        wait_for(lambda: running(sup) == 1 and running(sup, "autoscale") == 1, timeout=20, what="the pool at min")
+        time.sleep(2)
+        assert running(sup) == 1, f"an idle pool stays at min:\n{log.read_text()}"  # horizon#1295: not max on start
+
+        tags = [f"j{i}" for i in range(24)]
+        Queue.from_url(redis_url).push_many([("qf_testjobs:slow", {"tag": t, "seconds": 1.0}) for t in tags], queue=queue)
+        pushed = time.monotonic()
+        wait_for(lambda: running(sup) == 4, timeout=15, interval=0.1, what=f"the pool at max\n{log.read_text()}")
+        to_max = time.monotonic() - pushed
+        assert to_max < 8, f"{to_max:.1f}s to reach max"  # 2 decisions of step 2, 0.5 s apart, + supervisor's startsecs
+
+        wait_for(lambda: len(executed(r)) >= 24, timeout=40, interval=0.2, what=f"the backlog to drain\n{log.read_text()}")
+        drained = time.monotonic() - pushed
+        assert drained < 20, f"{drained:.1f}s to drain 24 s of work with 4 processes"
+        wait_for(lambda: running(sup) == 1, timeout=20, interval=0.2, what=f"the pool back at min\n{log.read_text()}")
+        time.sleep(1)
+        assert sorted(executed(r)) == sorted(tags)  # each once: nothing lost or run twice by the scale-down
+        assert json.loads(QueueCli(redis_url, sqlite_url, tmp_path).run("failed", "--json").stdout or "[]") == []
+        lines = log.read_text()
+        assert re.search(r"pool auto: 1 -> 3 \(scale up\): fleet wants \d+ \(", lines), lines
+        assert re.search(r"pool auto: 3 -> 4 \(scale up\)", lines), lines
+        assert re.search(r"pool auto: [34] -> [12] \(scale down\)", lines), lines
+        events = read_events(r, "queuefleet")
+        assert {(e["from"], e["to"]) for e in events if e["pool"] == "auto"} >= {(1, 3), (3, 4)}
+        counts = {k.decode(): int(v) for k, v in r.hgetall("queuefleet:autoscale:counts").items()}
+        assert counts["auto|testhost|up"] == 2 and counts["auto|testhost|down"] >= 2
+        assert "lost" not in sup.logs() and "Traceback" not in sup.logs(".err")
+    finally:
+        sup.close()
+        r.delete("queuefleet:autoscale:auto", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")
+
+
+def test_hosts_share_one_backlog_and_the_loop_holds_while_redis_is_down(own_redis, sqlite_url, tmp_path):
+    """Two hosts of one pool (min 0, max 2 each) for a backlog that wants 3 processes start 3 in
+    all, not 4; with Redis gone, neither stops a process, even past the cooldown."""
+    QueueCli(own_redis.url, sqlite_url, tmp_path).run("migrate")
+    client = own_redis.client()
+    sups, scalers = [], []
+    try:
+        for host in ("h1", "h2"):
+            sup = scaled_supervisord(tmp_path / host, own_redis.url, sqlite_url, base=0, burst=2, queue="elsewhere")
+            sups.append(sup)
+            settings = AutoscaleSettings(
+                (ScaledPool("auto", ("shared",), "auto-burst", None, ScaleRule(min=0, max=2, step=2, cooldown=0, target_wait=1)),),
+                supervisor_url=f"unix://{tmp_path / host / 'supervisor.sock'}", interval=0.5, host=host)
+            scalers.append(Autoscaler(client, settings, prefix="queuefleet", log=JobLog(open(tmp_path / f"{host}.log", "w"))))
+        for sup in sups:
+            wait_for(lambda: answers(Supervisor(f"unix://{sup.dir / 'supervisor.sock'}")), timeout=20, what="supervisord")
+        Queue.from_url(own_redis.url).push_many([("qf_testjobs:record", {"tag": f"t{i}"}) for i in range(3)], queue="shared")
+        scalers[0].tick()
+        scalers[1].tick()
+        scalers[0].tick()
+        wait_for(lambda: running(sups[0]) + running(sups[1]) == 3, timeout=15, what="3 processes in all")
+        time.sleep(1.5)
+        assert (running(sups[0]), running(sups[1])) == (2, 1)
+
+        Queue.from_url(own_redis.url).clear("shared")  # no demand left: a loop that read Redis would scale down
+        own_redis.stop()
+        for scaler in scalers:
+            assert scaler.tick() == [] and scaler.tick() == []
+        time.sleep(1.5)
+        assert (running(sups[0]), running(sups[1])) == (2, 1)
+        assert "Redis unreachable" in (tmp_path / "h1.log").read_text()
+        own_redis.start()  # back, and the queue is empty: now h1 stops its two processes (cooldown 0)
+        assert "pool auto: 2 -> 0 (scale down)" in scalers[0].tick()[0]
+        assert "resumed" in (tmp_path / "h1.log").read_text()
+        wait_for(lambda: running(sups[0]) == 0, timeout=15, what="h1's processes to stop")
+    finally:
+        for sup in sups:
+            sup.close()
