@@ -145,6 +145,7 @@ class Autoscaler:
         self.dampers = {p.name: Damper(p.rule) for p in settings.pools}
         self.runtimes = {p.name: RuntimeEstimate() for p in settings.pools}
         self.stop = threading.Event()
+        self.desired: dict[str, int] = {}  # pool -> the size this host last decided on
         self._holding = ""  # why the last tick held every size (logged once per cause)
 
     def install_signals(self) -> None:
@@ -203,6 +204,8 @@ class Autoscaler:
         wanted = min(max(wanted, sum(s.min for s in slots)), sum(s.max for s in slots))
         target = host_share(wanted, slots, self.settings.host)
         size, verdict = self.dampers[pool.name].next_size(len(running), target, now)
+        self.desired[pool.name] = size
+        self._publish(pool, len(running), size, stats.now)
         if size == len(running):
             return ""
         if size > len(running):
@@ -233,7 +236,8 @@ class Autoscaler:
         """Write this host's slot, read every live one (this host's always included)."""
         key = slots_key(self.prefix, pool.name)
         mine = HostSlot(self.settings.host, pool.rule.min, pool.rule.max, running)
-        doc = {"min": mine.min, "max": mine.max, "running": running, "at": redis_now}
+        doc = {"min": mine.min, "max": mine.max, "running": running, "desired": self.desired.get(pool.name, running),
+               "at": redis_now}
         pipe = self.client.pipeline()
         pipe.hset(key, self.settings.host, json.dumps(doc))
         pipe.hgetall(key)
@@ -255,6 +259,11 @@ class Autoscaler:
         if stale:
             self.client.hdel(key, *stale)
         return slots
+
+    def _publish(self, pool: ScaledPool, running: int, desired: int, redis_now: float) -> None:
+        """This host's slot with the size it decided on (read by the exporter: desired, running, min, max)."""
+        doc = {"min": pool.rule.min, "max": pool.rule.max, "running": running, "desired": desired, "at": redis_now}
+        self.client.hset(slots_key(self.prefix, pool.name), self.settings.host, json.dumps(doc))
 
     def _to_stop(self, burst: list[ProcessInfo], stats: FleetStats, count: int) -> list[ProcessInfo]:
         """Idle burst processes first, then the highest-numbered ones (a busy one finishes its job first)."""
@@ -283,5 +292,17 @@ def read_events(client: redis.Redis, prefix: str, limit: int = 50) -> list[dict[
         try:
             out.append(json.loads(text(raw)))
         except ValueError:
+            continue
+    return out
+
+
+def read_slots(client: redis.Redis, prefix: str, pool: str) -> dict[str, dict[str, float]]:
+    """Every host's last announcement for `pool`: host -> {min, max, running, desired, at (Redis clock)}."""
+    out = {}
+    for host, raw in client.hgetall(slots_key(prefix, pool)).items():
+        try:
+            doc = json.loads(text(raw))
+            out[text(host)] = {k: float(doc[k]) for k in ("min", "max", "running", "desired", "at") if k in doc}
+        except (ValueError, TypeError, AttributeError):
             continue
     return out
