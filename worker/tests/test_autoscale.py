@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -78,10 +79,11 @@ def test_bad_config_files_get_one_line_errors(tmp_path, cli):
     cases = {
         "not json": "Expecting value",
         '{"pools": []}': "non-empty list `pools`",
-        '{"pools": [{"name": "p", "queues": ["q"], "min": 1, "max": 2}]}': "missing 'burst_group'",
-        '{"pools": [{"name": "p", "queues": ["q"], "burst_group": "b", "min": 3, "max": 2}]}': "0 <= min <= max",
-        '{"pools": [{"name": "p", "queues": ["bad queue"], "burst_group": "b", "min": 1, "max": 2}]}': "queue name",
-        '{"pools": [{"name": "p", "queues": ["q"], "burst_group": "b", "min": 1, "max": 2}], "interval": 0}': "interval",
+        '{"pools": [{"name": "p", "queues": ["q"], "min": 1, "max": 2}]}': "missing 'programs'",
+        '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a", "b"], "min": 3, "max": 2}]}': "0 <= min <= max",
+        '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a"], "min": 1, "max": 2}]}': "programs must name max=2",
+        '{"pools": [{"name": "p", "queues": ["bad queue"], "programs": ["a", "b"], "min": 1, "max": 2}]}': "queue name",
+        '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a", "b"], "min": 1, "max": 2}], "interval": 0}': "interval",
     }
     for text, message in cases.items():
         path.write_text(text)
@@ -94,28 +96,24 @@ def test_bad_config_files_get_one_line_errors(tmp_path, cli):
 # -- under a real supervisord -----------------------------------------------------------------
 
 
-def scaled_supervisord(workdir: Path, redis_url: str, db_url: str, *, base: int, burst: int, queue: str,
+def scaled_supervisord(workdir: Path, redis_url: str, db_url: str, *, size: int, queue: str,
                        autoscale: Path | None = None) -> Supervisord:
-    """A pool as the role renders an autoscaled one: `<pool>` (min processes, autostart) and
-    `<pool>-burst` (max - min, autostart off), plus the autoscaler itself when `autoscale` is given."""
+    """An autoscaled pool as the role renders it: one program per process, `auto_00` to
+    `auto_<size-1>`, none started by supervisord itself; plus the autoscaler when `autoscale` is given."""
     env = {"QUEUEFLEET_REDIS_URL": redis_url, "QUEUEFLEET_DATABASE_URL": db_url, "QUEUEFLEET_JOBS": "qf_testjobs",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), "TEST_REDIS_URL": redis_url}
     environment = ",".join(f'{k}="{v}"' for k, v in env.items())
-    work = f"{QUEUE_BIN} work --name auto --queue {queue} --sleep 0.5"
     conf = SUPERVISOR_HEAD.format(dir=workdir)
-    for group, numprocs, autostart in (("auto", base, "true"), ("auto-burst", burst, "false")):
-        if numprocs:
-            conf += f"""
-[program:{group}]
-command={work}
-process_name=%(program_name)s_%(process_num)02d
-numprocs={numprocs}
-autostart={autostart}
+    for slot in range(size):
+        conf += f"""
+[program:auto_{slot:02d}]
+command={QUEUE_BIN} work --name auto --queue {queue} --sleep 0.5
+autostart=false
 autorestart=true
 startsecs=1
 stopwaitsecs=20
-stdout_logfile={workdir}/%(program_name)s_%(process_num)02d.log
-stderr_logfile={workdir}/%(program_name)s_%(process_num)02d.err
+stdout_logfile={workdir}/%(program_name)s.log
+stderr_logfile={workdir}/%(program_name)s.err
 environment={environment}
 """
     if autoscale is not None:
@@ -131,10 +129,13 @@ environment={environment}
     return Supervisord(workdir, conf)
 
 
-def running(sup: Supervisord, *groups: str) -> int:
-    """Processes RUNNING in `groups` (default: the pool's two programs)."""
-    groups = groups or ("auto", "auto-burst")
-    return sum(1 for name, (state, _) in sup.status().items() if name.split(":")[0] in groups and state == "RUNNING")
+def running(sup: Supervisord) -> int:
+    """The pool's processes RUNNING."""
+    return sum(1 for name, (state, _) in sup.status().items() if name.startswith("auto_") and state == "RUNNING")
+
+
+def programs(size: int) -> list[str]:
+    return [f"auto_{slot:02d}" for slot in range(size)]
 
 
 def answers(sup: Supervisor) -> bool:
@@ -149,15 +150,18 @@ def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, 
     queue = f"auto{os.getpid()}"
     config = tmp_path / "autoscale.json"
     config.write_text(json.dumps({"interval": 0.5, "supervisor": f"unix://{tmp_path / 'sup' / 'supervisor.sock'}",
-                                  "pools": [{"name": "auto", "queues": [queue], "base_group": "auto",
-                                             "burst_group": "auto-burst", "min": 1, "max": 4, "step": 2,
+                                  "pools": [{"name": "auto", "queues": [queue], "programs": programs(4),
+                                             "min": 1, "max": 4, "step": 2,
                                              "cooldown": 3, "target_wait": 1}]}))
-    sup = scaled_supervisord(tmp_path / "sup", redis_url, sqlite_url, base=1, burst=3, queue=queue, autoscale=config)
+    sup = scaled_supervisord(tmp_path / "sup", redis_url, sqlite_url, size=4, queue=queue, autoscale=config)
     log = tmp_path / "sup" / "autoscale.out"
     try:
-        wait_for(lambda: running(sup) == 1 and running(sup, "autoscale") == 1, timeout=20, what="the pool at min")
+        # supervisord starts no pool process itself: the autoscaler brings the pool up at min, never at
+        # max (laravel/horizon#1295), and keeps it there while nothing waits.
+        wait_for(lambda: running(sup) == 1, timeout=20, what=f"the pool at min\n{log}")
         time.sleep(2)
-        assert running(sup) == 1, f"an idle pool stays at min:\n{log.read_text()}"  # horizon#1295: not max on start
+        assert running(sup) == 1 and sup.status()["auto_00"][0] == "RUNNING", log.read_text()
+        assert "pool auto: started auto_00 (below min 1: auto_00 was STOPPED)" in log.read_text()
 
         tags = [f"j{i}" for i in range(24)]
         Queue.from_url(redis_url).push_many([("qf_testjobs:slow", {"tag": t, "seconds": 1.0}) for t in tags], queue=queue)
@@ -182,6 +186,10 @@ def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, 
         counts = {k.decode(): int(v) for k, v in r.hgetall("queuefleet:autoscale:counts").items()}
         assert counts["auto|testhost|up"] == 2 and counts["auto|testhost|down"] >= 2
         assert "lost" not in sup.logs() and "Traceback" not in sup.logs(".err")
+
+        subprocess.run([*sup.ctl, "stop", "auto_00"], check=True, capture_output=True)  # by hand: below min
+        wait_for(lambda: sup.status()["auto_00"][0] == "RUNNING", timeout=10, what=f"the floor back\n{log.read_text()}")
+        assert log.read_text().count("pool auto: started auto_00 (below min 1") == 2
     finally:
         sup.close()
         r.delete("queuefleet:autoscale:auto", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")
@@ -195,10 +203,10 @@ def test_hosts_share_one_backlog_and_the_loop_holds_while_redis_is_down(own_redi
     sups, scalers = [], []
     try:
         for host in ("h1", "h2"):
-            sup = scaled_supervisord(tmp_path / host, own_redis.url, sqlite_url, base=0, burst=2, queue="elsewhere")
+            sup = scaled_supervisord(tmp_path / host, own_redis.url, sqlite_url, size=2, queue="elsewhere")
             sups.append(sup)
             settings = AutoscaleSettings(
-                (ScaledPool("auto", ("shared",), "auto-burst", None, ScaleRule(min=0, max=2, step=2, cooldown=0, target_wait=1)),),
+                (ScaledPool("auto", ("shared",), tuple(programs(2)), ScaleRule(min=0, max=2, step=2, cooldown=0, target_wait=1)),),
                 supervisor_url=f"unix://{tmp_path / host / 'supervisor.sock'}", interval=0.5, host=host)
             scalers.append(Autoscaler(client, settings, prefix="queuefleet", log=JobLog(open(tmp_path / f"{host}.log", "w"))))
         for sup in sups:

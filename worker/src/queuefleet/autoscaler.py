@@ -1,17 +1,18 @@
 """`queue autoscale`: one per host, under supervisor, sizing that host's autoscaled pools.
 
-An autoscaled pool is two supervisor programs on each host: its `base_group` of `min` processes,
-started and kept alive by supervisor like any pool (so the pool never falls below min, and
-starts at min after a reboot or a supervisord restart), and its `burst_group` of `max - min`
-processes with autostart off, which only this loop starts and stops.
+An autoscaled pool is `max` supervisor programs on each host (one per process, as every pool),
+all with autostart off: this loop starts and stops them. The first `min` of them (in slot order)
+are the pool's floor: they are started whenever they do not run, at once and without asking
+Redis, so the pool comes up at min after a reboot or a supervisord restart (never at max) and
+never stays below min. The others are started and stopped by the backlog.
 
 Each tick reads the pool's queues from Redis (one read: stats.read_stats, on the Redis clock),
 announces this host's bounds and running count in a hash the other hosts' autoscalers read,
-takes this host's share of what the pool wants (autoscale_policy), and starts or stops burst
+takes this host's share of what the pool wants (autoscale_policy), and starts or stops
 processes through supervisord's XML-RPC interface. A stop is supervisor's stopsignal: the
 worker finishes its job and exits, as on any deploy. Every change is one log line saying why,
 one entry in a capped history list (the dashboard's) and a counter (the exporter's). When Redis
-cannot be read, the loop holds the current size.
+cannot be read, the loop holds every size above min.
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ class AutoscaleConfigError(ValueError):
 class ScaledPool:
     name: str
     queues: tuple[str, ...]
-    burst_group: str
-    base_group: str | None
+    programs: tuple[str, ...]  # supervisor group names in slot order, `max` of them; the first `min` are the floor
     rule: ScaleRule
+
+    @property
+    def floor(self) -> tuple[str, ...]:
+        return self.programs[: self.rule.min]
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def load_settings(path: Path, host: str | None = None) -> AutoscaleSettings:
         if not isinstance(raw, dict):
             raise AutoscaleConfigError(f"{where}: expected an object")
         try:
-            name, burst = str(raw["name"]), str(raw["burst_group"])
+            name = str(raw["name"])
             queues = tuple(str(q) for q in raw["queues"])
+            programs = tuple(str(p) for p in raw["programs"])
             rule = ScaleRule(min=int(raw["min"]), max=int(raw["max"]), step=int(raw.get("step", 2)),
                              cooldown=float(raw.get("cooldown", 60)), target_wait=float(raw.get("target_wait", 10)))
         except KeyError as exc:
@@ -90,7 +95,9 @@ def load_settings(path: Path, host: str | None = None) -> AutoscaleSettings:
             check_pool_name(name)
         except ValueError as exc:
             raise AutoscaleConfigError(f"{where}: {exc}") from None
-        pools.append(ScaledPool(name, queues, burst, raw.get("base_group") or None, rule))
+        if len(programs) != rule.max or len(set(programs)) != len(programs):
+            raise AutoscaleConfigError(f"{where}: programs must name max={rule.max} distinct programs, got {len(programs)}")
+        pools.append(ScaledPool(name, queues, programs, rule))
     if len({p.name for p in pools}) != len(pools):
         raise AutoscaleConfigError(f"{path}: a pool is listed twice")
     try:
@@ -169,15 +176,17 @@ class Autoscaler:
         except SupervisorError as exc:
             self._hold(f"supervisord unreachable ({exc})")
             return []
+        changes = [line for pool in self.settings.pools if (line := self._keep_floor(pool, procs))]
+        if changes:
+            procs = self.supervisor.processes()
         try:
             stats = read_stats(self.client, self.prefix, queues=[q for p in self.settings.pools for q in p.queues])
         except (redis.RedisError, OSError) as exc:
             self._hold(f"Redis unreachable ({exc.__class__.__name__}: {exc})")
-            return []
+            return changes
         if self._holding:
             self.log.event("resumed", f"autoscaler resumed after: {self._holding}")
             self._holding = ""
-        changes = []
         for pool in self.settings.pools:
             try:
                 line = self._decide(pool, procs, stats, now)
@@ -190,13 +199,26 @@ class Autoscaler:
 
     def _hold(self, why: str) -> None:
         if why.split(" (")[0] != self._holding.split(" (")[0]:
-            self.log.event("holding", f"{why}: every pool keeps its current size")
+            self.log.event("holding", f"{why}: every pool keeps its current size (at least its min)")
         self._holding = why
 
+    def _keep_floor(self, pool: ScaledPool, procs: list[ProcessInfo]) -> str:
+        """Start the pool's first `min` programs that do not run (a reboot, a crash supervisor gave
+        up on, a stop by hand): no backlog needed, Redis not asked."""
+        down = [p for p in procs if p.group in pool.floor and p.state in STARTABLE_STATES]
+        for p in down:
+            self.supervisor.start(p)
+        if not down:
+            return ""
+        line = f"pool {pool.name}: started {', '.join(p.name for p in down)} (below min {pool.rule.min}: {', '.join(f'{p.name} was {p.state}' for p in down)})"
+        self.log.event("scale", line, pool_name=pool.name)
+        return line
+
     def _decide(self, pool: ScaledPool, procs: list[ProcessInfo], stats: FleetStats, now: float) -> str:
-        burst = [p for p in procs if p.group == pool.burst_group]
-        base = [p for p in procs if pool.base_group and p.group == pool.base_group]
-        running = [p for p in burst + base if p.state in RUNNING_STATES]
+        order = {name: slot for slot, name in enumerate(pool.programs)}
+        mine = sorted((p for p in procs if p.group in order), key=lambda p: order[p.group])
+        burst = [p for p in mine if p.group not in pool.floor]
+        running = [p for p in mine if p.state in RUNNING_STATES]
         demand = self._demand(pool, stats)
         slots = self._announce(pool, len(running), stats.now)
         fleet_running = sum(s.running for s in slots)
@@ -266,13 +288,11 @@ class Autoscaler:
         self.client.hset(slots_key(self.prefix, pool.name), self.settings.host, json.dumps(doc))
 
     def _to_stop(self, burst: list[ProcessInfo], stats: FleetStats, count: int) -> list[ProcessInfo]:
-        """Idle burst processes first, then the highest-numbered ones (a busy one finishes its job first)."""
+        """Processes above the floor: idle ones first, highest slot first (a busy one finishes its job first)."""
         busy_pids = {int(w.get("pid", 0) or 0) for w in stats.workers
                      if w.get("host") == self.settings.host and w.get("state") == "busy"}
-        running = [p for p in burst if p.state in RUNNING_STATES]
-        idle = [p for p in running if p.pid not in busy_pids]
-        busy = [p for p in running if p.pid in busy_pids]
-        return (sorted(idle, key=lambda p: p.name, reverse=True) + sorted(busy, key=lambda p: p.name, reverse=True))[:count]
+        running = [p for p in burst if p.state in RUNNING_STATES][::-1]  # the highest slots first
+        return ([p for p in running if p.pid not in busy_pids] + [p for p in running if p.pid in busy_pids])[:count]
 
     def _record(self, pool: ScaledPool, before: int, after: int, wanted: int, verdict: str, redis_now: float) -> None:
         event = {"at": round(redis_now, 3), "host": self.settings.host, "pool": pool.name, "from": before, "to": after,
