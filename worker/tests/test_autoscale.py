@@ -190,6 +190,14 @@ def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, 
         subprocess.run([*sup.ctl, "stop", "auto_00"], check=True, capture_output=True)  # by hand: below min
         wait_for(lambda: sup.status()["auto_00"][0] == "RUNNING", timeout=10, what=f"the floor back\n{log.read_text()}")
         assert log.read_text().count("pool auto: started auto_00 (below min 1") == 2
+
+        # A deploy's `queue restart`: the autoscaler exits and supervisor starts it again (on the new
+        # release); the pool keeps its size through it.
+        QueueCli(redis_url, sqlite_url, tmp_path).run("restart")
+        wait_for(lambda: log.read_text().count("STARTING") == 2, timeout=15, what=f"the autoscaler restarted\n{log.read_text()}")
+        assert "autoscaler exits for supervisor to restart it: restart signal" in log.read_text()
+        time.sleep(1)
+        assert running(sup) == 1
     finally:
         sup.close()
         r.delete("queuefleet:autoscale:auto", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")

@@ -32,7 +32,8 @@ import redis
 from .autoscale_policy import DEFAULT_RUNTIME, Damper, Demand, HostSlot, ScaleRule, fleet_wanted, host_share
 from .logs import JobLog
 from .payload import check_pool_name, check_queue_name
-from .protocol import text
+from .protocol import RestartSignal, text
+from .restarts import RestartWatch
 from .stats import FleetStats, read_stats
 from .supervisor_rpc import RUNNING_STATES, STARTABLE_STATES, ProcessInfo, Supervisor, SupervisorError
 
@@ -143,7 +144,7 @@ class RuntimeEstimate:
 
 class Autoscaler:
     def __init__(self, client: redis.Redis, settings: AutoscaleSettings, *, prefix: str, log: JobLog,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None, release: str = "") -> None:
         self.client = client
         self.settings = settings
         self.prefix = prefix
@@ -152,6 +153,10 @@ class Autoscaler:
         self.dampers = {p.name: Damper(p.rule) for p in settings.pools}
         self.runtimes = {p.name: RuntimeEstimate() for p in settings.pools}
         self.stop = threading.Event()
+        # Like a worker, it exits on `queue restart` (every deploy and rollback sends one), so
+        # supervisor starts it again on the release `current` points at.
+        self.restarts = RestartWatch(settings.host, release)
+        self._booted = False
         self.desired: dict[str, int] = {}  # pool -> the size this host last decided on
         self._holding = ""  # why the last tick held every size (logged once per cause)
 
@@ -187,6 +192,8 @@ class Autoscaler:
         if self._holding:
             self.log.event("resumed", f"autoscaler resumed after: {self._holding}")
             self._holding = ""
+        if self._restart_due():
+            return changes
         for pool in self.settings.pools:
             try:
                 line = self._decide(pool, procs, stats, now)
@@ -196,6 +203,21 @@ class Autoscaler:
             if line:
                 changes.append(line)
         return changes
+
+    def _restart_due(self) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(f"{self.prefix}:restart", "generation", "release", "id")
+        pipe.hmget(f"{self.prefix}:restart:host:{self.settings.host}", "generation", "release", "id")
+        signals = [RestartSignal(int(g or 0), text(r or b""), text(i or b"")) for g, r, i in pipe.execute()]
+        if not self._booted:
+            self.restarts.boot(*signals)
+            self._booted = True
+            return False
+        why = self.restarts.due(*signals)
+        if why:
+            self.log.event("stopping", f"autoscaler exits for supervisor to restart it: {why}; the pools keep their size")
+            self.stop.set()
+        return bool(why)
 
     def _hold(self, why: str) -> None:
         if why.split(" (")[0] != self._holding.split(" (")[0]:

@@ -172,7 +172,7 @@ def autoscale(obj: Context, path: Path, host: str | None, once: bool, log_format
         raise click.UsageError(str(exc)) from None
     check_redis_url(obj.redis_url)
     scaler = Autoscaler(client_from_url(obj.redis_url), settings, prefix=obj.prefix,
-                        log=JobLog(fmt=log_format, pool="autoscale"))
+                        log=JobLog(fmt=log_format, pool="autoscale"), release=installed_release())
     if once:
         scaler.tick()
         return
