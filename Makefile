@@ -68,7 +68,7 @@ test-guard: setup
 # Role conventions (defaults vs argument specs, headers), the docs' links (in the repository and
 # in the built collection), and each role stopping on bad inventory before anything changes.
 test-roles: setup
-	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_managed_files.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py tests/test_fleet_plugins.py \
+	.venv/bin/python -m pytest tests/test_role_conventions.py tests/test_build_wheelhouse.py tests/test_supervisor_apply.py tests/test_managed_files.py tests/test_autoscale_plugins.py tests/test_live_config.py tests/test_converged.py tests/test_pool_model.py tests/test_fleet_plugins.py \
 	  tests/test_preflight_capacity.py tests/test_postdeploy_check.py tests/test_host_report.py tests/test_packages_action.py \
 	  tests/test_config_backup_paths.py tests/test_doc_links.py -q
 	bash tests/role_validation.sh

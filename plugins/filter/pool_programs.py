@@ -8,6 +8,11 @@ shapes the program except numprocs, so:
 - any other change (queues, timeout, tries, memory, sleep, backoff, environment,
   the template itself) gives every process a new name, which supervisor sees as
   new programs beside the old ones: they start first, then the old ones drain.
+
+An autoscaled pool has one program per slot up to ``autoscale.max``; its ``autoscale``
+settings stay out of the generation too, so changing min, max, step, cooldown or target_wait
+renames nothing and restarts no process. Its first ``min`` programs are its floor (the ones a
+deploy must find running); ``queue_worker_autoscale_config`` is the file `queue autoscale` reads.
 """
 
 from __future__ import annotations
@@ -24,19 +29,40 @@ def queue_worker_pool_generation(pool: dict[str, Any], settings: dict[str, Any])
     """Six hex digits naming this pool's settings (all but numprocs) together with the role's settings."""
     if not isinstance(pool, dict) or "name" not in pool:
         raise AnsibleFilterError("queue_worker_pool_generation: expected a pool (a dict with a name)")
-    shape = {key: value for key, value in pool.items() if key != "numprocs"}
+    shape = {key: value for key, value in pool.items() if key not in ("numprocs", "autoscale")}
     blob = json.dumps({"pool": shape, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:GENERATION_DIGITS]
 
 
-def queue_worker_pool_programs(pool: dict[str, Any], prefix: str, settings: dict[str, Any]) -> list[str]:
-    """The supervisor program names of a pool's processes, slot 00 first."""
+def queue_worker_pool_programs(pool: dict[str, Any], prefix: str, settings: dict[str, Any], floor: bool = False) -> list[str]:
+    """The supervisor program names of a pool's processes, slot 00 first. With ``floor``, only those
+    that must run: all of them, or an autoscaled pool's first ``autoscale.min``."""
     generation = queue_worker_pool_generation(pool, settings)
     try:
         count = int(pool["numprocs"])
+        if floor and isinstance(pool.get("autoscale"), dict):
+            count = min(count, int(pool["autoscale"]["min"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"queue_worker_pool_programs: pool {pool.get('name')!r} has no usable numprocs") from exc
     return [program_name(prefix, pool["name"], generation, slot) for slot in range(count)]
+
+
+def queue_worker_autoscale_config(pools: list[dict[str, Any]], prefix: str, settings: dict[str, Any],
+                                  interval: float, supervisor_url: str) -> dict[str, Any]:
+    """The file `queue autoscale --config` reads, for the autoscaled pools among ``pools`` (the
+    merged pool model); ``{"pools": []}`` when none autoscales."""
+    scaled = []
+    for pool in pools:
+        rule = pool.get("autoscale")
+        if not isinstance(rule, dict):
+            continue
+        entry = {"name": pool["name"], "queues": list(pool["queues"]), "min": int(rule["min"]), "max": int(rule["max"]),
+                 "programs": queue_worker_pool_programs(pool, prefix, settings)}
+        for key, convert in (("step", int), ("cooldown", float), ("target_wait", float)):
+            if key in rule:
+                entry[key] = convert(rule[key])
+        scaled.append(entry)
+    return {"interval": float(interval), "supervisor": supervisor_url, "pools": scaled}
 
 
 class FilterModule:
@@ -44,4 +70,5 @@ class FilterModule:
         return {
             "queue_worker_pool_generation": queue_worker_pool_generation,
             "queue_worker_pool_programs": queue_worker_pool_programs,
+            "queue_worker_autoscale_config": queue_worker_autoscale_config,
         }

@@ -10,6 +10,10 @@ result of ``queuefleet.fleet.pools`` instead of merging and range-checking the l
         "errors": ["pool #2 'mail': numprocs must be between 1 and 64 (got 0)", ...],
         "processes": 7}                                      # the sum of numprocs of valid pools
 
+An autoscaled pool (``autoscale: {min, max, step, cooldown, target_wait}`` instead of numprocs)
+gets ``numprocs: <max>`` in the merged model: it has one supervisor program per slot up to max,
+and the host must hold max processes (preflight's capacity check counts them).
+
 The merged pools keep their values as written, so a pool's supervisor program generation (a
 hash of its settings, plugins/filter/pool_programs.py) does not change when
 this model is introduced or when a value is checked.
@@ -30,7 +34,8 @@ NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 WHOLE = re.compile(r"^-?[0-9]+$")
 INT_KEYS = ("numprocs", "priority", "tries", "timeout", "memory", "max_jobs", "max_time", "startsecs", "startretries")
 KNOWN_KEYS = ("name", "queues", "numprocs", "priority", "tries", "timeout", "memory", "sleep", "backoff", "max_jobs",
-              "max_time", "user", "environment", "startsecs", "startretries", "init")
+              "max_time", "user", "environment", "startsecs", "startretries", "init", "autoscale")
+AUTOSCALE_KEYS = ("min", "max", "step", "cooldown", "target_wait")
 INIT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -69,7 +74,7 @@ def _pool_errors(label: str, given: dict, pool: dict, max_numprocs: int) -> list
         errors += [f"{label}: queue name {_show(q)} must match ^[A-Za-z0-9_.-]+$" for q in queues
                    if not isinstance(q, str) or not NAME.match(q)]
     for key in INT_KEYS:
-        if key not in pool:
+        if key not in pool or (key == "numprocs" and "numprocs" not in given):  # an autoscaled pool's max: checked there
             continue
         value = pool[key]
         if not _is_whole(value):
@@ -80,8 +85,14 @@ def _pool_errors(label: str, given: dict, pool: dict, max_numprocs: int) -> list
             errors.append(f"{label}: timeout must be a positive number of seconds (got {value})")
         elif int(value) < 0:
             errors.append(f"{label}: {key} must not be negative (got {value})")
-    if "numprocs" not in given:
-        errors.append(f"{label}: numprocs is required")
+    autoscale = given.get("autoscale")
+    if "autoscale" in given:
+        errors += _autoscale_errors(label, autoscale, max_numprocs)
+        if "numprocs" in given:
+            errors.append(f"{label}: numprocs and autoscale exclude each other: an autoscaled pool runs between "
+                          "autoscale.min and autoscale.max processes (drop numprocs)")
+    elif "numprocs" not in given:
+        errors.append(f"{label}: numprocs is required (or autoscale: {{min: N, max: M}})")
     if "sleep" in pool and (not _is_seconds(pool["sleep"]) or float(pool["sleep"]) <= 0):
         errors.append(f"{label}: sleep must be a positive number of seconds (got {_show(pool['sleep'])})")
     backoff = pool.get("backoff", [0])
@@ -96,6 +107,33 @@ def _pool_errors(label: str, given: dict, pool: dict, max_numprocs: int) -> list
     user = pool.get("user")
     if "user" in pool and (not isinstance(user, str) or not USER.match(user)):
         errors.append(f"{label}: user must be a system user name (got {_show(user)})")
+    return errors
+
+
+def _autoscale_errors(label: str, autoscale: Any, max_numprocs: int) -> list[str]:
+    if not isinstance(autoscale, dict):
+        return [f"{label}: autoscale must be a mapping such as {{min: 1, max: 8}} (got {_show(autoscale)})"]
+    errors = [f"{label}: autoscale: unknown key '{key}' (known: {', '.join(AUTOSCALE_KEYS)})"
+              for key in autoscale if key not in AUTOSCALE_KEYS]
+    bounds = {}
+    for key in ("min", "max"):
+        if key not in autoscale:
+            errors.append(f"{label}: autoscale.{key} is required")
+        elif not _is_whole(autoscale[key]):
+            errors.append(f"{label}: autoscale.{key} must be a whole number (got {_show(autoscale[key])})")
+        else:
+            bounds[key] = int(autoscale[key])
+    if "min" in bounds and "max" in bounds:
+        if not 0 <= bounds["min"] <= bounds["max"]:
+            errors.append(f"{label}: autoscale needs 0 <= min <= max (got min {bounds['min']}, max {bounds['max']})")
+        if not 1 <= bounds["max"] <= max_numprocs:
+            errors.append(f"{label}: autoscale.max must be between 1 and {max_numprocs} (got {bounds['max']})")
+    if "step" in autoscale and (not _is_whole(autoscale["step"]) or int(autoscale["step"]) < 1):
+        errors.append(f"{label}: autoscale.step must be a whole number >= 1 (got {_show(autoscale['step'])})")
+    if "cooldown" in autoscale and not _is_seconds(autoscale["cooldown"]):
+        errors.append(f"{label}: autoscale.cooldown must be seconds >= 0 (got {_show(autoscale['cooldown'])})")
+    if "target_wait" in autoscale and (not _is_seconds(autoscale["target_wait"]) or float(autoscale["target_wait"]) <= 0):
+        errors.append(f"{label}: autoscale.target_wait must be a positive number of seconds (got {_show(autoscale['target_wait'])})")
     return errors
 
 
@@ -123,6 +161,8 @@ def queuefleet_pools(pools: Any, defaults: dict | None = None, worker_user: str 
             errors.append(f"{label}: must be a mapping with name, queues and numprocs (got {_truncate(str(given))})")
             continue
         pool = {**base, **given}
+        if isinstance(given.get("autoscale"), dict) and "numprocs" not in given and _is_whole(given["autoscale"].get("max")):
+            pool["numprocs"] = given["autoscale"].get("max")  # every slot a program; the autoscaler runs min..max of them
         pool_errors = _pool_errors(label, given, pool, max_numprocs)
         errors += pool_errors
         merged.append(pool)

@@ -47,7 +47,8 @@ def postdeploy_supervisor_findings(status: dict, pools: Optional[list] = None, p
                                    config_path: str = "/etc/supervisor/supervisord.conf") -> dict:
     """{"failures", "warnings"} of one worker host from queuefleet.fleet.supervisor_status's result.
 
-    ``pools`` are the host's inventory pools (name, numprocs); ``config`` is the ``config`` of
+    ``pools`` are the host's inventory pools (name, numprocs or autoscale min/max: an autoscaled pool
+    may run anywhere in its range, its STOPPED processes are the ones its autoscaler stopped); ``config`` is the ``config`` of
     queuefleet.fleet.supervisor_settle's result (settings of supervisord.conf it has not loaded)."""
     name = "postdeploy_supervisor_findings"
     if not isinstance(status, dict) or not isinstance(status.get("programs"), list):
@@ -64,10 +65,17 @@ def postdeploy_supervisor_findings(status: dict, pools: Optional[list] = None, p
     if status.get("running") is False:
         failures.append(f"supervisord does not answer: {status.get('error') or 'no answer'}")
 
+    def pool_of(program: dict) -> Optional[str]:
+        parsed = parse_program_name(program["name"])
+        return parsed.pool(prefix) if parsed else None
+
+    scaled = {pool["name"]: pool["autoscale"] for pool in pools if isinstance(pool.get("autoscale"), dict)}
     for program in programs:
         state = program.get("state", "UNKNOWN")
         if state in SETTLED_OK:
             continue
+        if state == "STOPPED" and program.get("autostart") is False and pool_of(program) is not None:
+            continue  # an autoscaled pool's process, stopped by its autoscaler: the pool's count is checked below
         info = program.get("info") or ""
         headline = f"program {program['name']} is {state}" + (f" ({info})" if info else "")
         tail = [line for line in program.get("stderr") or [] if line != ""]
@@ -78,15 +86,17 @@ def postdeploy_supervisor_findings(status: dict, pools: Optional[list] = None, p
         else:
             failures.append([headline, "(its stderr is empty)"])
 
-    def pool_of(program: dict) -> Optional[str]:
-        parsed = parse_program_name(program["name"])
-        return parsed.pool(prefix) if parsed else None
-
     live = [program for program in programs if program.get("state") != "STOPPING"]
     for pool in pools:
-        wanted = _count(pool.get("numprocs", 1), f"{name}: numprocs of pool {pool['name']}")
         mine = [program for program in live if pool_of(program) == pool["name"]]
         running = sum(1 for program in mine if program.get("state") == "RUNNING")
+        if pool["name"] in scaled:
+            low = _count(scaled[pool["name"]].get("min"), f"{name}: autoscale.min of pool {pool['name']}")
+            high = _count(scaled[pool["name"]].get("max"), f"{name}: autoscale.max of pool {pool['name']}")
+            if not low <= running <= high:
+                failures.append(f"pool {pool['name']}: {running} processes RUNNING, outside its autoscale range {low}..{high}")
+            continue
+        wanted = _count(pool.get("numprocs", 1), f"{name}: numprocs of pool {pool['name']}")
         if running != wanted:
             known = f" (supervisor knows {len(mine)} processes of pool {pool['name']})" if len(mine) != wanted else ""
             failures.append(f"pool {pool['name']}: {running} of {wanted} processes RUNNING{known}")
@@ -113,6 +123,18 @@ def postdeploy_supervisor_findings(status: dict, pools: Optional[list] = None, p
 
 
 # --- fleet ---------------------------------------------------------------------------------------
+
+def postdeploy_expected_workers(pools: Any) -> int:
+    """Workers a host must run at least: numprocs of each fixed pool, autoscale.min of each autoscaled one."""
+    if not isinstance(pools, list) or not all(isinstance(pool, dict) for pool in pools):
+        raise AnsibleFilterError(f"postdeploy_expected_workers: expected the inventory pools (got {json.dumps(pools, default=str)})")
+    total = 0
+    for pool in pools:
+        scale = pool.get("autoscale")
+        value = scale.get("min") if isinstance(scale, dict) else pool.get("numprocs", 1)
+        total += _count(value, f"postdeploy_expected_workers: pool {pool.get('name', '?')}")
+    return total
+
 
 def _ran(result: Any) -> bool:
     return isinstance(result, dict) and not result.get("skipped")
@@ -235,5 +257,6 @@ class FilterModule:
         return {
             "postdeploy_supervisor_findings": postdeploy_supervisor_findings,
             "postdeploy_fleet_findings": postdeploy_fleet_findings,
+            "postdeploy_expected_workers": postdeploy_expected_workers,
             "postdeploy_summary": postdeploy_summary,
         }

@@ -85,6 +85,8 @@ def preflight_capacity(pools: Optional[list], memtotal_mb: Any, host: str = "", 
         note = ""
         if per <= 0:
             per, note = unlimited, f" (memory 0 = no limit; counted as {unlimited} MB)"
+        if isinstance(pool.get("autoscale"), dict):
+            note += f" (autoscale max; min {pool['autoscale'].get('min')})"
         rows.append({"what": f"pool {pool.get('name', '?')}", "detail": f"{count} x {per} MB{note}", "mb": count * per})
         total += count * per
         procs += count

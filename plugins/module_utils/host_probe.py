@@ -165,6 +165,17 @@ def supervisor_status(config: str) -> Tuple[Optional[Dict[str, Dict[str, str]]],
     return programs, ""
 
 
+def supervisor_autostart(config: str) -> Dict[str, bool]:
+    """{process name: autostart} from `supervisorctl avail` ("auto" or "manual"); empty when it does not answer."""
+    rc, out, _err = run(["supervisorctl", "-c", config, "avail"])
+    found: Dict[str, bool] = {}
+    for line in out.splitlines() if rc == 0 else []:
+        parts = line.split()
+        if len(parts) >= 3 and ("auto" in parts or "manual" in parts):
+            found[parts[0]] = "auto" in parts
+    return found
+
+
 def group_states(status: Dict[str, Dict[str, str]]) -> Dict[str, str]:
     """{group: the state of its least healthy process} (a program with numprocs > 1 is one group)."""
     rank = {"RUNNING": 0, "STARTING": 1, "STOPPING": 2, "STOPPED": 3, "EXITED": 4, "BACKOFF": 5, "FATAL": 6, "UNKNOWN": 7}

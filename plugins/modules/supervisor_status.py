@@ -11,6 +11,8 @@ description:
     (named C(<prefix><pool>-<generation>_<NN>), see the queue_worker role) its pool, generation and slot.
   - The operator playbooks act on this list, what is deployed, never on names recomputed from an
     inventory that may be ahead of the hosts.
+  - Each process also says whether supervisord starts it by itself (C(autostart), from C(supervisorctl avail)); an
+    autoscaled pool's processes do not, so one of them that is STOPPED was stopped by the autoscaler on purpose.
   - Read-only; runs the same in check mode.
 version_added: 1.1.0
 author: queuefleet (@queuefleet)
@@ -56,7 +58,8 @@ programs:
   elements: dict
   returned: always
   sample: [{"name": "queuefleet-mail-3f2a1c_00", "group": "queuefleet-mail-3f2a1c_00", "state": "RUNNING",
-            "info": "pid 812, uptime 1:02:03", "pool": "mail", "generation": "3f2a1c", "slot": 0, "stderr": []}]
+            "info": "pid 812, uptime 1:02:03", "pool": "mail", "generation": "3f2a1c", "slot": 0, "stderr": [],
+            "autostart": true}]
 pools:
   description: Per pool, its processes (names) by state.
   type: dict
@@ -81,12 +84,14 @@ def main() -> None:
     params = module.params
     status, error = host_probe.supervisor_status(params["config"])
     result = {"changed": False, "running": status is not None, "error": error, "programs": [], "pools": {}}
+    autostart = host_probe.supervisor_autostart(params["config"]) if status is not None else {}
     for name, entry in (status or {}).items():
         parsed = parse_program_name(name)
         pool = parsed.pool(params["prefix"]) if parsed else None
         program = {"name": name, "group": name.split(":", 1)[0], "state": entry["state"], "info": entry["info"],
                    "pool": pool, "generation": parsed.generation if parsed else None,
-                   "slot": parsed.slot if parsed else None, "stderr": []}
+                   "slot": parsed.slot if parsed else None, "stderr": [],
+                   "autostart": autostart.get(name.split(":", 1)[-1], autostart.get(name, True))}
         if params["stderr_lines"] > 0 and entry["state"] != "RUNNING":
             out = host_probe.run(["supervisorctl", "-c", params["config"], "tail",
                                   f"-{params['stderr_lines'] * 300}", name, "stderr"])[1]
