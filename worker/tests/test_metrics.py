@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -231,3 +232,77 @@ def test_job_names_from_payloads_cannot_grow_the_counters_without_bound(r, redis
     assert len(stats.durations) == 501 and stats.durations[("default", "(other)")].count == 100
     for key in ("stats:jobs", "stats:durations", "stats:series"):
         assert 0 < r.ttl(f"queuefleet:{key}") <= 30 * 86400, key
+
+
+# -- autoscaled pools (issue 26) ------------------------------------------------------------------
+
+
+def test_autoscaled_pools_sizes_and_scale_events_of_this_host(cli, r, redis_url, exporters):
+    """Each exporter reports its own host's announcements of the pools it knows, as the real autoscaler
+    writes them, with a counter of its scale events by direction; a stale announcement (an autoscaler
+    that stopped) only by its age, another host's not at all, a pool that is not autoscaled not at all."""
+    from queuefleet.autoscale_policy import ScaleRule
+    from scaling import autoscaler
+
+    Queue.from_url(redis_url).push_many([("qf_testjobs:record", {"tag": f"x{i}"}) for i in range(10)], queue="exports")
+    rule = ScaleRule(min=1, max=3, step=2, cooldown=0, target_wait=1)
+    here, here_sup = autoscaler(r, HOST, "exports", ["exports"], rule)
+    there, _ = autoscaler(r, "other-host", "exports", ["exports"], rule)
+    assert any("1 -> 3 (scale up)" in line for line in here.tick(now=0))
+    assert any("1 -> 3 (scale up)" in line for line in there.tick(now=0))
+    assert here.tick(now=1) == [] and here_sup.running() == 3
+    # An autoscaler that stopped two minutes ago left its announcement and its count behind.
+    seconds, micros = r.time()
+    r.hset("queuefleet:autoscale:nightly", HOST, json.dumps({"min": 0, "max": 4, "running": 4, "desired": 4,
+                                                             "at": seconds + micros / 1e6 - 120}))
+    r.hset("queuefleet:autoscale:counts", f"nightly|{HOST}|down", 4)
+
+    exporters.append(e := Exporter(cli, "--pool", "exports=1", "--pool", "nightly=0", "--pool", "default=2"))
+    s = e.scrape()
+    sizes = {kind: value(s, f"queuefleet_autoscale_{kind}_processes", host=HOST, pool="exports")
+             for kind in ("min", "desired", "running", "max")}
+    assert sizes == {"min": 1, "desired": 3, "running": 3, "max": 3}, sizes
+    assert value(s, "queuefleet_autoscale_events_total", host=HOST, pool="exports", direction="up") == 1
+    assert value(s, "queuefleet_autoscale_events_total", host=HOST, pool="exports", direction="down") == 0
+    assert 0 <= value(s, "queuefleet_autoscale_announcement_age_seconds", host=HOST, pool="exports") < 30
+    # stale: its age and its count, not its sizes
+    assert 120 <= value(s, "queuefleet_autoscale_announcement_age_seconds", host=HOST, pool="nightly") < 150
+    assert value(s, "queuefleet_autoscale_events_total", host=HOST, pool="nightly", direction="down") == 4
+    autoscale = {(name, dict(labels).get("pool"), dict(labels).get("host")) for name, labels in s
+                 if name.startswith("queuefleet_autoscale_")}
+    assert not {n for n, pool, _ in autoscale if pool == "nightly"} & {
+        f"queuefleet_autoscale_{k}_processes" for k in ("min", "desired", "running", "max")}, autoscale
+    assert {pool for _, pool, _ in autoscale} == {"exports", "nightly"}  # `default` is not autoscaled
+    assert {host for _, _, host in autoscale} == {HOST}  # other-host's exporter reports other-host's
+
+    # The backlog drains: the next decision scales down (cooldown 0), and the counter follows.
+    cli.run("work", "--queue", "exports", "--name", "drain", "--stop-when-empty", "--sleep", "0.1")
+    assert any("3 -> 1 (scale down)" in line for line in here.tick(now=2))
+    s = e.scrape()
+    assert value(s, "queuefleet_autoscale_desired_processes", host=HOST, pool="exports") == 1
+    assert value(s, "queuefleet_autoscale_events_total", host=HOST, pool="exports", direction="down") == 1
+
+
+def test_pools_of_live_workers_their_queues_and_autoscale_without_pool_options(cli, r, exporters):
+    """An exporter run without --pool finds the autoscaled pools of its host's live workers, and maps
+    every live pool to the queues it reads (for the alert on a pool at max with a growing backlog)."""
+    from queuefleet.autoscale_policy import ScaleRule
+    from scaling import autoscaler
+
+    scaler, _ = autoscaler(r, HOST, "exports", ["exports", "bulk"], ScaleRule(min=1, max=2))
+    scaler.tick(now=0)
+    exporters.append(e := Exporter(cli))
+    s = e.scrape()
+    assert value(s, "queuefleet_autoscale_max_processes", host=HOST, pool="exports") is None  # no pool known yet
+    worker = cli.spawn("--queue", "exports,bulk", "--name", "exports", "--sleep", "0.2")
+
+    def seen() -> Samples | None:
+        now = e.scrape()
+        return now if value(now, "queuefleet_pool_queue_info", host=HOST, pool="exports", queue="bulk") == 1 else None
+
+    s = wait_for(seen, timeout=15, what="the worker's pool and queues in the exporter")
+    assert value(s, "queuefleet_pool_queue_info", host=HOST, pool="exports", queue="exports") == 1
+    assert value(s, "queuefleet_autoscale_max_processes", host=HOST, pool="exports") == 2
+    assert value(s, "queuefleet_autoscale_running_processes", host=HOST, pool="exports") == 1  # its floor, started by the first tick
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .autoscale_metrics import autoscale_metrics
+from .autoscale_state import read_host_scale
 from .replication import Replication, SentinelView, read_replication, read_sentinels
 from .serving import Network, allowed, http_server, shown_url
 from .stats import FleetStats, read_stats
@@ -38,7 +40,7 @@ class ExporterSettings:
 
 
 class FleetCollector(Collector):
-    """Reads Redis (one script call) and the failed-jobs table at each scrape."""
+    """Reads Redis (one script call, one pipeline for the autoscaled pools) and the failed-jobs table at each scrape."""
 
     def __init__(self, client: redis.Redis, settings: ExporterSettings, failed_count: Callable[[], int] | None) -> None:
         self.client = client
@@ -57,6 +59,7 @@ class FleetCollector(Collector):
         if stats is not None:
             yield from queue_metrics(stats)
             yield from worker_metrics(stats, s.host, s.pools)
+            yield from self._autoscale(stats)
             try:
                 yield from replication_metrics(read_replication(self.client))
             except (redis.RedisError, OSError):
@@ -81,6 +84,16 @@ class FleetCollector(Collector):
         for pool, count in sorted(s.pools.items()):
             expected.add_metric([s.host, pool], count)
         yield expected
+
+    def _autoscale(self, stats: FleetStats) -> Iterator[Metric]:
+        """The autoscaled pools among those of --pool and of this host's live workers."""
+        s = self.settings
+        pools = {*s.pools, *(w.get("pool", "") for w in stats.workers if w.get("host") == s.host)} - {""}
+        try:
+            scale = read_host_scale(self.client, s.prefix, s.host, pools, stats.now)
+        except (redis.RedisError, OSError):
+            return
+        yield from autoscale_metrics(scale, s.host)
 
     def _release(self) -> Iterator[Metric]:
         path = self.settings.release_file
@@ -129,15 +142,18 @@ def queue_metrics(stats: FleetStats) -> Iterator[Metric]:
 
 
 def worker_metrics(stats: FleetStats, host: str, pools: dict[str, int]) -> Iterator[Metric]:
-    """This host's live workers: by pool and state (0 for every state of an expected pool), and by release."""
+    """This host's live workers: by pool and state (0 for every state of an expected pool), by release,
+    and the queues each pool reads."""
     by_state: dict[tuple[str, str], int] = {(pool, state): 0 for pool in pools for state in WORKER_STATES}
     by_release: dict[tuple[str, str], int] = {}
+    reads: set[tuple[str, str]] = set()
     for beat in stats.workers:
         if beat.get("host") != host:
             continue
         pool = beat.get("pool", "")
         by_state[(pool, beat.get("state", ""))] = by_state.get((pool, beat.get("state", "")), 0) + 1
         by_release[(pool, beat.get("release", ""))] = by_release.get((pool, beat.get("release", "")), 0) + 1
+        reads.update((pool, queue) for queue in beat.get("queues", "").split(",") if queue)
     workers = GaugeMetricFamily("queuefleet_workers", "Live worker processes on this host by pool and state.",
                                 labels=["host", "pool", "state"])
     for (pool, state), n in sorted(by_state.items()):
@@ -148,6 +164,8 @@ def worker_metrics(stats: FleetStats, host: str, pools: dict[str, int]) -> Itera
     for (pool, release), n in sorted(by_release.items()):
         info.add_metric([host, pool, release], n)
     yield info
+    yield _gauge("queuefleet_pool_queue_info", "1 for each queue a pool's live workers on this host take jobs from.",
+                 labels=["host", "pool", "queue"], samples=[([host, pool, queue], 1) for pool, queue in sorted(reads)])
 
 
 def replication_metrics(rep: Replication) -> Iterator[Metric]:

@@ -57,7 +57,7 @@ def _settings(kind: str, convert: Callable[[str], Any], check: Callable[[str], s
 @click.pass_obj
 def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backlog: dict[str, int], max_age: dict[str, float],
              release_file: Path | None, host: str | None, allow: list[Any]) -> None:
-    """Serve the fleet's metrics to Prometheus (queue sizes and ages, job counters, this host's workers)."""
+    """Serve the fleet's metrics to Prometheus (queue sizes and ages, job counters, this host's workers and autoscaled pools)."""
     from ..metrics import ExporterSettings, FleetCollector, serve
 
     check_redis_url(obj.redis_url)
