@@ -457,6 +457,56 @@ def test_database_down_shows_a_banner_and_the_queues(bare_cli, dashboards):
     assert d.request("GET", "/healthz")[0] == 200  # Redis answers
 
 
+
+def test_autoscaled_pools_and_the_scale_history(cli, r, dashboards):
+    """Issue 26: per autoscaled pool its min, desired, running and max on each host (and summed over
+    its live hosts), a stale announcement greyed out of the sums, the last scale events newest first;
+    nothing of it on a fleet where no pool autoscales."""
+    from queuefleet.autoscale_policy import ScaleRule
+    from scaling import autoscaler
+
+    d = dashboards(cli, token=None)
+    page = Page(d.request("GET", "/")[2])
+    assert "autoscale" not in page.rows and "scale-history" not in page.rows
+    assert "Autoscaled" not in page.text() and "Scale history" not in page.text()
+
+    Queue.from_url(cli.env["QUEUEFLEET_REDIS_URL"]).push_many(
+        [("qf_testjobs:record", {"tag": f"x{i}"}) for i in range(10)], queue="exports")
+    rule = ScaleRule(min=1, max=3, step=2, cooldown=0, target_wait=1)
+    here, _ = autoscaler(r, HOST, "exports", ["exports"], rule)
+    there, _ = autoscaler(r, "w2", "exports", ["exports"], rule)
+    here.tick(now=0)
+    there.tick(now=0)
+    cli.run("work", "--queue", "exports", "--name", "drain", "--stop-when-empty", "--sleep", "0.1")
+    assert any("3 -> 1 (scale down)" in line for line in here.tick(now=1))
+    # w3 ran `nightly` until its autoscaler stopped five minutes ago; only the counts name the pool now.
+    seconds, _micros = r.time()
+    r.hset("queuefleet:autoscale:nightly", "w3", json.dumps({"min": 0, "max": 4, "running": 2, "desired": 2,
+                                                            "at": seconds - 300}))
+    r.hset("queuefleet:autoscale:counts", "nightly|w3|up", 1)
+
+    page = Page(d.request("GET", "/")[2])
+    assert "1 pool on 2 hosts" in page.text("autoscale"), page.text("autoscale")
+    rows = {(row[0], row[1]): row[2:] for row in page.rows["autoscale"][1:]}
+    assert rows[("exports", HOST)][:4] == ["1", "1", "3", "3"]  # it counted 3 running, decided on 1
+    assert rows[("exports", "w2")][:4] == ["1", "3", "1", "3"]
+    assert rows[("exports", "all 2 hosts")][:4] == ["2", "4", "4", "6"]
+    assert re.fullmatch(r"\d+s ago", rows[("exports", HOST)][4]), rows
+    assert rows[("nightly", "w3")] == ["0", "2", "2", "4", "5m ago (stale: its autoscaler stopped?)"]
+    assert 'class="stale"' in page.html and ("nightly", "all 1 hosts") not in rows
+
+    history = page.rows["scale-history"]
+    assert history[0] == ["time", "host", "pool", "change", "fleet wanted", "reason"]
+    assert [row[1:4] + [row[5]] for row in history[1:]] == [
+        [HOST, "exports", "3 → 1", "scale down"], ["w2", "exports", "1 → 3", "scale up"],
+        [HOST, "exports", "1 → 3", "scale up"]]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d \(\d+s ago\)", history[1][0]), history[1]
+    assert "last 3 changes" in page.text("scale-history")
+    doc = json.loads(d.request("GET", "/api/overview")[2])
+    assert [(e["from"], e["to"]) for e in doc["autoscale"]["events"]] == [(3, 1), (1, 3), (1, 3)]
+    assert {(s["pool"], s["host"], s["live"]) for s in doc["autoscale"]["pools"]} == {
+        ("exports", HOST, True), ("exports", "w2", True), ("nightly", "w3", False)}
+
 # -- HTTP and the command line ------------------------------------------------------------------------------
 
 

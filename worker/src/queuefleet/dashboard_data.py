@@ -1,7 +1,8 @@
 """What the dashboard shows, as one JSON-able document (served as is by /api/overview).
 
 Redis and the failed-jobs database are read separately: when one is down its part of
-the document is empty and `errors` says why, so the page can still show the rest.
+the document is empty and `errors` says why, so the page can still show the rest. The
+autoscaled pools' sizes and scale history (autoscale_state.py) are empty when nothing autoscales.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from .autoscale_state import read_fleet_scale
 from .failed import DatabaseUnavailable, FailedJob, FailedJobStore, describe_db_error
 from .payload import error_summary
 from .queue import Queue, redacted_url
@@ -22,12 +24,14 @@ from .stats import FleetStats, read_stats
 MINUTES = 60  # the throughput window
 FAILED_ROWS = 50  # newest failed jobs shown
 STATES = ("busy", "idle", "paused")
+SCALE_EVENTS = 20  # newest scale events shown
 
 
 def collect(queue: Queue, store: FailedJobStore) -> dict[str, Any]:
     """The whole overview; never raises for an unreachable Redis or database."""
     doc: dict[str, Any] = {"now": time.time(), "errors": {}, "workers": [], "pools": [], "queues": [],
-                           "throughput": throughput(None), "failed_jobs": [], "failed_total": None}
+                           "throughput": throughput(None), "failed_jobs": [], "failed_total": None,
+                           "autoscale": {"pools": [], "events": []}}
     try:
         stats = read_stats(queue.redis, queue.prefix, minutes=MINUTES)
     except redis.RedisError as exc:
@@ -36,6 +40,10 @@ def collect(queue: Queue, store: FailedJobStore) -> dict[str, Any]:
     else:
         doc.update(now=stats.now, workers=workers(stats), queues=queues(stats), throughput=throughput(stats))
         doc["pools"] = pools(doc["workers"])
+        try:
+            doc["autoscale"] = autoscale(queue.redis, queue.prefix, stats)
+        except redis.RedisError as exc:
+            doc["errors"]["autoscale"] = f"Redis error reading the autoscale state: {redacted_url(queue.url)}: {exc}"
     try:
         store.check()
         doc["failed_jobs"] = [failed_row(row) for row in store.recent(FAILED_ROWS)]
@@ -79,6 +87,21 @@ def pools(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if w["state"] in STATES:
             pool[w["state"]] += 1
     return list(out.values())
+
+
+def autoscale(client: redis.Redis, prefix: str, stats: FleetStats) -> dict[str, Any]:
+    """Every host's last announcement of each autoscaled pool found (`live` false when stale), and the
+    newest scale events with their age, both on the Redis clock."""
+    scale = read_fleet_scale(client, prefix, {w.get("pool", "") for w in stats.workers} - {""}, stats.now, SCALE_EVENTS)
+    slots = [{"pool": s.pool, "host": s.host, "min": s.min, "desired": s.desired, "running": s.running, "max": s.max,
+              "age": s.age, "live": s.live} for s in scale.slots]
+    events = []
+    for e in scale.events:
+        at = _number(str(e.get("at", "")), stats.now)
+        events.append({"at": at, "ago": max(0.0, stats.now - at), "host": str(e.get("host", "?")),
+                       "pool": str(e.get("pool", "?")), "from": e.get("from"), "to": e.get("to"),
+                       "wanted": e.get("wanted"), "reason": str(e.get("reason", ""))})
+    return {"pools": slots, "events": events}
 
 
 def queues(stats: FleetStats) -> list[dict[str, Any]]:

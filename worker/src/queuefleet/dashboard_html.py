@@ -32,7 +32,7 @@ tr.group td{background:#f0f3f7;font-weight:600}tr.group td span{font-weight:norm
 .totals{display:flex;gap:28px;margin:4px 0 8px}.totals b{font-size:20px}.done{color:#2f7d32}.failed{color:#c62828}
 .err{font-family:ui-monospace,Menlo,monospace;font-size:12px;color:#8a1c1c;word-break:break-word}
 .muted{color:#7a8594}form.inline{display:inline;margin:0 2px}button{font-size:12px;padding:1px 8px;cursor:pointer}
-svg text{font-size:11px;fill:#5b6575}
+svg text{font-size:11px;fill:#5b6575}tr.stale td{color:#7a8594}
 """
 
 
@@ -58,9 +58,10 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
-def _row(cells: Iterable[str], numeric: Iterable[int] = ()) -> str:
+def _row(cells: Iterable[str], numeric: Iterable[int] = (), css: str = "") -> str:
     right = set(numeric)
-    return "<tr>" + "".join(f'<td class="n">{c}</td>' if i in right else f"<td>{c}</td>" for i, c in enumerate(cells)) + "</tr>"
+    cells_html = "".join(f'<td class="n">{c}</td>' if i in right else f"<td>{c}</td>" for i, c in enumerate(cells))
+    return (f'<tr class="{css}">' if css else "<tr>") + cells_html + "</tr>"
 
 
 def _head(columns: Iterable[str], numeric: Iterable[int] = ()) -> str:
@@ -78,8 +79,8 @@ def _document(title: str, header: str, body: str, *, refresh: bool) -> str:
 def render_page(doc: dict[str, Any], access: Access) -> str:
     """The fleet's page; it refreshes itself (its URL carries nothing: a session is a cookie)."""
     clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["now"]))
-    body = "".join([banners(doc), workers_section(doc), queues_section(doc), throughput_section(doc),
-                    failed_section(doc, access)])
+    body = "".join([banners(doc), workers_section(doc), autoscale_section(doc), scale_history_section(doc),
+                    queues_section(doc), throughput_section(doc), failed_section(doc, access)])
     return _document("queuefleet dashboard", f'<span class="meta">{_e(clock)}</span>{_mode(access)}', body, refresh=True)
 
 
@@ -125,6 +126,44 @@ def workers_section(doc: dict[str, Any]) -> str:
                               _e(human_age(w["seen_seconds_ago"]) + " ago")], numeric=(5, 6, 7)))
     table = f"<table>{_head(columns, (5, 6, 7))}{''.join(rows)}</table>" if rows else '<p class="muted">No live workers.</p>'
     return f'<section id="workers"><h2>Hosts, pools and processes<small>{_e(title)}</small></h2>{table}</section>'
+
+
+def autoscale_section(doc: dict[str, Any]) -> str:
+    """Each autoscaled pool's bounds and sizes per host, and per pool over its live hosts when there
+    are several (nothing when no pool autoscales). A stale announcement is greyed, out of the sums."""
+    slots = doc["autoscale"]["pools"]
+    if not slots:
+        return ""
+    sizes, numeric = ("min", "desired", "running", "max"), (2, 3, 4, 5)
+    rows = []
+    for pool in dict.fromkeys(s["pool"] for s in slots):
+        mine = [s for s in slots if s["pool"] == pool]
+        for s in mine:
+            announced = human_age(s["age"]) + " ago" + ("" if s["live"] else " (stale: its autoscaler stopped?)")
+            cells = [_e(pool), _e(s["host"]), *(_e("-" if s[k] is None else s[k]) for k in sizes), _e(announced)]
+            rows.append(_row(cells, numeric, "" if s["live"] else "stale"))
+        live = [s for s in mine if s["live"]]
+        if len(live) > 1:
+            totals = (_e(sum(s[k] or 0 for s in live)) for k in sizes)
+            rows.append(_row([_e(pool), _e(f"all {len(live)} hosts"), *totals, ""], numeric, "group"))
+    live_pools = {s["pool"] for s in slots if s["live"]}
+    hosts = len({s["host"] for s in slots if s["live"]})
+    title = f"{len(live_pools)} pool{'s' if len(live_pools) != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''}"
+    return (f'<section id="autoscale"><h2>Autoscaled pools<small>{_e(title)}</small></h2>'
+            f"<table>{_head(('pool', 'host', *sizes, 'announced'), numeric)}{''.join(rows)}</table></section>")
+
+
+def scale_history_section(doc: dict[str, Any]) -> str:
+    """The newest changes of size the autoscalers made, newest first (nothing when there are none)."""
+    events = doc["autoscale"]["events"]
+    if not events:
+        return ""
+    columns = ("time", "host", "pool", "change", "fleet wanted", "reason")
+    rows = [_row([_e(f'{time.strftime("%H:%M:%S", time.gmtime(e["at"]))} ({human_age(e["ago"])} ago)'), _e(e["host"]),
+                  _e(e["pool"]), _e(f'{e["from"]} → {e["to"]}'), _e("-" if e["wanted"] is None else e["wanted"]),
+                  _e(e["reason"])], (4,)) for e in events]
+    return (f'<section id="scale-history"><h2>Scale history<small>last {len(events)} change{"s" if len(events) != 1 else ""}'
+            f" (times UTC)</small></h2><table>{_head(columns, (4,))}{''.join(rows)}</table></section>")
 
 
 def queues_section(doc: dict[str, Any]) -> str:
