@@ -241,3 +241,22 @@ def test_hosts_share_one_backlog_and_the_loop_holds_while_redis_is_down(own_redi
     finally:
         for sup in sups:
             sup.close()
+
+
+def test_the_run_time_estimate_is_recent_and_leaves_the_canaries_out():
+    from queuefleet.autoscaler import RuntimeEstimate
+    from queuefleet.stats import Durations, FleetStats
+
+    def stats(**durations: tuple[int, float]) -> FleetStats:
+        found = {}
+        for key, (runs, seconds) in durations.items():
+            d = Durations(sum_seconds=seconds)
+            d.buckets[0] = runs
+            found[("q", key.replace("_", ":").replace("-", "."))] = d
+        return FleetStats(0.0, {}, {}, {}, found, [], [])
+
+    estimate = RuntimeEstimate()
+    # 50 canaries of ~0 s on the pool's queue (one per deploy) must not make 2 s jobs look instant.
+    assert estimate.update(stats(**{"queuefleet-canary_ping": (50, 0.05), "app-jobs_slow": (2, 4.0)}), ["q"]) == 2.0
+    assert estimate.update(stats(**{"queuefleet-canary_ping": (51, 0.05), "app-jobs_slow": (4, 14.0)}), ["q"]) == 5.0
+    assert estimate.update(stats(**{"queuefleet-canary_ping": (60, 0.06), "app-jobs_slow": (4, 14.0)}), ["q"]) == 5.0

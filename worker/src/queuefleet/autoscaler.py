@@ -125,15 +125,17 @@ def counts_key(prefix: str) -> str:
 
 class RuntimeEstimate:
     """A pool's recent average run time: from the growth of its duration counters between ticks,
-    else the lifetime average, else DEFAULT_RUNTIME."""
+    else the lifetime average, else DEFAULT_RUNTIME; canary jobs left out."""
 
     def __init__(self) -> None:
         self.last: tuple[float, int] | None = None
         self.value = DEFAULT_RUNTIME
 
     def update(self, stats: FleetStats, queues: Sequence[str]) -> float:
-        seconds = sum(d.sum_seconds for (q, _job), d in stats.durations.items() if q in queues)
-        runs = sum(d.count for (q, _job), d in stats.durations.items() if q in queues)
+        # The post-deploy canaries (queuefleet.canary:*) return at once: they say nothing of the pool's jobs.
+        mine = [d for (q, job), d in stats.durations.items() if q in queues and not job.startswith("queuefleet.canary:")]
+        seconds = sum(d.sum_seconds for d in mine)
+        runs = sum(d.count for d in mine)
         if self.last is not None and runs > self.last[1]:
             self.value = (seconds - self.last[0]) / (runs - self.last[1])
         elif self.last is None and runs:
