@@ -58,11 +58,13 @@ def test_damper_steps_up_at_once_and_down_only_after_the_cooldown():
     assert d.next_size(3, 8, now=1)[0] == 5
     assert d.next_size(5, 1, now=2) == (5, "cooling down (0s of 30s)")
     assert d.next_size(5, 1, now=31)[0] == 5  # 29 s below: still cooling down
-    assert d.next_size(5, 1, now=33) == (3, "scale down")
-    assert d.next_size(3, 1, now=40)[0] == 3  # a whole cooldown again before the next step down
-    assert d.next_size(3, 2, now=64)[0] == 2
-    assert d.next_size(2, 3, now=65)[0] == 3  # demand back: up at once, and the cooldown restarts
-    assert d.next_size(0, 0, now=66) == (1, "below min 1")  # laravel/horizon#622: never below min
+    assert d.next_size(5, 1, now=33) == (3, "scale down (wanted fewer for 31s)")
+    assert d.next_size(3, 1, now=38)[0] == 1  # still below: a step per decision, no new cooldown
+    assert d.next_size(1, 1, now=40) == (1, "steady")
+    assert d.next_size(1, 5, now=41)[0] == 3  # demand back: up at once
+    assert d.next_size(3, 2, now=42)[0] == 3  # and a new cooldown before the next step down
+    assert d.next_size(3, 2, now=73)[0] == 2
+    assert d.next_size(0, 0, now=74) == (1, "below min 1")  # laravel/horizon#622: never below min
 
 
 @pytest.mark.parametrize("rule, message", [
@@ -180,7 +182,7 @@ def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, 
         lines = log.read_text()
         assert re.search(r"pool auto: 1 -> 3 \(scale up\): fleet wants \d+ \(", lines), lines
         assert re.search(r"pool auto: 3 -> 4 \(scale up\)", lines), lines
-        assert re.search(r"pool auto: [34] -> [12] \(scale down\)", lines), lines
+        assert re.search(r"pool auto: [34] -> [12] \(scale down \(wanted fewer for \d+s\)\)", lines), lines
         events = read_events(r, "queuefleet")
         assert {(e["from"], e["to"]) for e in events if e["pool"] == "auto"} >= {(1, 3), (3, 4)}
         counts = {k.decode(): int(v) for k, v in r.hgetall("queuefleet:autoscale:counts").items()}
@@ -235,7 +237,7 @@ def test_hosts_share_one_backlog_and_the_loop_holds_while_redis_is_down(own_redi
         assert (running(sups[0]), running(sups[1])) == (2, 1)
         assert "Redis unreachable" in (tmp_path / "h1.log").read_text()
         own_redis.start()  # back, and the queue is empty: now h1 stops its two processes (cooldown 0)
-        assert "pool auto: 2 -> 0 (scale down)" in scalers[0].tick()[0]
+        assert "pool auto: 2 -> 0 (scale down (wanted fewer for 0s))" in scalers[0].tick()[0]
         assert "resumed" in (tmp_path / "h1.log").read_text()
         wait_for(lambda: running(sups[0]) == 0, timeout=15, what="h1's processes to stop")
     finally:

@@ -277,7 +277,7 @@ def test_autoscaled_pools_sizes_and_scale_events_of_this_host(cli, r, redis_url,
 
     # The backlog drains: the next decision scales down (cooldown 0), and the counter follows.
     cli.run("work", "--queue", "exports", "--name", "drain", "--stop-when-empty", "--sleep", "0.1")
-    assert any("3 -> 1 (scale down)" in line for line in here.tick(now=2))
+    assert any("3 -> 1 (scale down" in line for line in here.tick(now=2))
     s = e.scrape()
     assert value(s, "queuefleet_autoscale_desired_processes", host=HOST, pool="exports") == 1
     assert value(s, "queuefleet_autoscale_events_total", host=HOST, pool="exports", direction="down") == 1

@@ -117,7 +117,7 @@ def test_a_burst_scales_the_pool_to_max_and_back_to_min_without_losing_a_job(hos
     wait(lambda: count(host) == 2, 40, f"the pool back at its new min 2 after the cooldown: {states(host)}")
     print(f"back at min 2 {time.monotonic() - drained:.1f}s after the backlog drained (cooldown 6 s, step 2)")
     log = host.file("/var/log/queuefleet/queuefleet_autoscaler.log").content_string
-    assert re.search(rf"pool {POOL}: [34] -> 2 \(scale down\)", log), log
+    assert re.search(rf"pool {POOL}: [34] -> 2 \(scale down \(wanted fewer for \d+s\)\)", log), log
     assert "lost" not in host.run(f"cat /var/log/queuefleet/{POOL}_0*.log").stdout
 
     out = play("deploy.yml")  # the inventory's pools again: the autoscaled pool and its autoscaler go

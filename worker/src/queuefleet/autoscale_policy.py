@@ -95,8 +95,10 @@ def host_share(wanted: int, slots: Sequence[HostSlot], host: str) -> int:
 
 
 class Damper:
-    """Turns a host's target into the next size: up by at most `step` at once, down by at most `step`
-    and only once the target has stayed below the running count for `cooldown` seconds."""
+    """Turns a host's target into the next size: up by at most `step` at once; down only once the
+    target has stayed below the running count for `cooldown` seconds, then by at most `step` per
+    decision while it stays below (a burst that comes back within the cooldown finds the pool still
+    up; a pool that is done shrinks in `cooldown` plus a few decisions, not a cooldown per step)."""
 
     def __init__(self, rule: ScaleRule) -> None:
         self.rule = rule
@@ -108,16 +110,12 @@ class Damper:
         if running < rule.min:  # a process died or was stopped by hand: back to min at once
             self.below_since = None
             return max(target, rule.min), f"below min {rule.min}"
-        if target > running:
+        if target >= running:
             self.below_since = None
-            return min(target, running + rule.step), "scale up"
-        if target == running:
-            self.below_since = None
-            return running, "steady"
+            return (min(target, running + rule.step), "scale up") if target > running else (running, "steady")
         if self.below_since is None:
             self.below_since = now
         waited = now - self.below_since
         if waited < rule.cooldown:
             return running, f"cooling down ({waited:.0f}s of {rule.cooldown:g}s)"
-        self.below_since = now  # the next step down waits a whole cooldown again
-        return max(target, running - rule.step), "scale down"
+        return max(target, running - rule.step), f"scale down (wanted fewer for {waited:.0f}s)"

@@ -240,36 +240,39 @@ class Autoscaler:
 
     def _decide(self, pool: ScaledPool, procs: list[ProcessInfo], stats: FleetStats, now: float) -> str:
         order = {name: slot for slot, name in enumerate(pool.programs)}
-        mine = sorted((p for p in procs if p.group in order), key=lambda p: order[p.group])
-        burst = [p for p in mine if p.group not in pool.floor]
-        running = [p for p in mine if p.state in RUNNING_STATES]
+        burst = sorted((p for p in procs if p.group in order and p.group not in pool.floor), key=lambda p: order[p.group])
+        # The floor counts as running whatever its state: _keep_floor and supervisor's autorestart bring
+        # it back (a worker that exits on `queue restart` is EXITED for a moment), and only the
+        # processes above it are this decision's to start or stop.
+        above = [p for p in burst if p.state in RUNNING_STATES]
+        running = len(pool.floor) + len(above)
         demand = self._demand(pool, stats)
-        slots = self._announce(pool, len(running), stats.now)
+        slots = self._announce(pool, running, stats.now)
         fleet_running = sum(s.running for s in slots)
         wanted, why = fleet_wanted(demand, fleet_running, pool.rule)
         wanted = min(max(wanted, sum(s.min for s in slots)), sum(s.max for s in slots))
         target = host_share(wanted, slots, self.settings.host)
-        size, verdict = self.dampers[pool.name].next_size(len(running), target, now)
+        size, verdict = self.dampers[pool.name].next_size(running, target, now)
         self.desired[pool.name] = size
-        self._publish(pool, len(running), size, stats.now)
-        if size == len(running):
-            return ""
-        if size > len(running):
-            chosen = [p for p in burst if p.state in STARTABLE_STATES][: size - len(running)]
+        self._publish(pool, running, size, stats.now)
+        if size > running:
+            chosen = [p for p in burst if p.state in STARTABLE_STATES][: size - running]
             for p in chosen:
                 self.supervisor.start(p)
-        else:
-            chosen = self._to_stop(burst, stats, len(running) - size)
+        elif size < running:
+            chosen = self._to_stop(burst, stats, running - size)
             for p in chosen:
                 self.supervisor.stop(p)
+        else:
+            return ""
         if not chosen:
             return ""
-        new = len(running) + (len(chosen) if size > len(running) else -len(chosen))
-        line = (f"pool {pool.name}: {len(running)} -> {new} ({verdict}): fleet wants {wanted} ({why}); "
+        new = running + (len(chosen) if size > running else -len(chosen))
+        line = (f"pool {pool.name}: {running} -> {new} ({verdict}): fleet wants {wanted} ({why}); "
                 f"{len(slots)} host(s), this host's share {target}; "
-                f"{'started' if size > len(running) else 'stopping'} {', '.join(p.name for p in chosen)}")
-        self.log.event("scale", line, pool_name=pool.name, running=len(running), size=new, wanted=wanted)
-        self._record(pool, len(running), new, wanted, verdict, stats.now)
+                f"{'started' if size > running else 'stopping'} {', '.join(p.name for p in chosen)}")
+        self.log.event("scale", line, pool_name=pool.name, running=running, size=new, wanted=wanted)
+        self._record(pool, running, new, wanted, verdict, stats.now)
         return line
 
     def _demand(self, pool: ScaledPool, stats: FleetStats) -> Demand:
