@@ -54,8 +54,9 @@ def test_hosts_split_one_backlog_instead_of_each_adding_a_step():
 
 def test_damper_steps_up_at_once_and_down_only_after_the_cooldown():
     d = Damper(ScaleRule(min=1, max=8, step=2, cooldown=30, target_wait=10))
-    assert d.next_size(1, 8, now=0)[0] == 3
-    assert d.next_size(3, 8, now=1)[0] == 5
+    assert d.next_size(1, 8, now=0)[0] == 3  # step 2
+    assert d.next_size(3, 8, now=1)[0] == 6  # doubles once that is more than a step
+    assert d.next_size(6, 7, now=1)[0] == 7  # never past the target
     assert d.next_size(5, 1, now=2) == (5, "cooling down (0s of 30s)")
     assert d.next_size(5, 1, now=31)[0] == 5  # 29 s below: still cooling down
     assert d.next_size(5, 1, now=33) == (3, "scale down (wanted fewer for 31s)")
@@ -181,7 +182,7 @@ def test_a_burst_scales_the_pool_to_max_drains_and_returns_to_min(redis_url, r, 
         assert json.loads(QueueCli(redis_url, sqlite_url, tmp_path).run("failed", "--json").stdout or "[]") == []
         lines = log.read_text()
         assert re.search(r"pool auto: 1 -> 3 \(scale up\): fleet wants \d+ \(", lines), lines
-        assert re.search(r"pool auto: 3 -> 4 \(scale up\)", lines), lines
+        assert re.search(r"pool auto: 3 -> 4 \(scale up\)", lines), lines  # max 4 caps the doubling
         assert re.search(r"pool auto: [34] -> [12] \(scale down \(wanted fewer for \d+s\)\)", lines), lines
         events = read_events(r, "queuefleet")
         assert {(e["from"], e["to"]) for e in events if e["pool"] == "auto"} >= {(1, 3), (3, 4)}

@@ -30,7 +30,7 @@ class ScaleRule:
 
     min: int
     max: int
-    step: int = 2  # most processes started or stopped per decision
+    step: int = 2  # most processes stopped per decision; started: this or the running count, whichever is larger
     cooldown: float = 60.0  # seconds the pool must want fewer processes before one is stopped
     target_wait: float = 10.0  # seconds a ready job should wait at most
 
@@ -95,7 +95,8 @@ def host_share(wanted: int, slots: Sequence[HostSlot], host: str) -> int:
 
 
 class Damper:
-    """Turns a host's target into the next size: up by at most `step` at once; down only once the
+    """Turns a host's target into the next size: up by at most `step` or the running count, whichever
+    is larger, at once; down only once the
     target has stayed below the running count for `cooldown` seconds, then by at most `step` per
     decision while it stays below (a burst that comes back within the cooldown finds the pool still
     up; a pool that is done shrinks in `cooldown` plus a few decisions, not a cooldown per step)."""
@@ -112,7 +113,9 @@ class Damper:
             return max(target, rule.min), f"below min {rule.min}"
         if target >= running:
             self.below_since = None
-            return (min(target, running + rule.step), "scale up") if target > running else (running, "steady")
+            # Up by step, or by as many as run already when that is more: a pool doubles, so a
+            # spike finds it at max in a few decisions whatever its size (a cold start costs waits).
+            return (min(target, running + max(rule.step, running)), "scale up") if target > running else (running, "steady")
         if self.below_since is None:
             self.below_since = now
         waited = now - self.below_since
