@@ -209,6 +209,7 @@ class PoolResult:
     autoscaler_cpu: float | None = None
     reactions: list[str] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)  # the autoscaler's SCALE log lines, at seconds into the timeline
+    startups: list[float] = field(default_factory=list)  # seconds from supervisord's spawn to the worker's STARTING line
     notes: list[str] = field(default_factory=list)
     sample_errors: int = 0
 
@@ -352,6 +353,7 @@ def run_pool(spec: PoolSpec, pushes: list[Push], tmp: Path, knobs: Knobs, length
                 result.autoscaler_cpu = cpu_seconds(scaler[0].pid)
             result.reactions = reactions(sampler, t0, spec, pushes, window_end)
             result.decisions = decisions(workdir / "autoscale.out", t0, window_end)
+            result.startups = startups(workdir, spec, t0, window_end)
         for name, (state, _) in sup.status().items():
             if state not in ("RUNNING", "STOPPED", "STARTING", "STOPPING"):
                 result.notes.append(f"program {name} {state}")
@@ -396,6 +398,30 @@ def decisions(log: Path, t0: float, window_end: float) -> list[str]:
             text = re.sub(r"\d+ host\(s\), this host's share \d+; ", "", text.strip().split(" pool_name=")[0])
             out.append(f"{at - t0:5.1f} s  {text}")
     return out
+
+
+def startups(workdir: Path, spec: PoolSpec, t0: float, window_end: float) -> list[float]:
+    """For every process supervisord spawned within the window: seconds until the worker logged
+    STARTING (it has imported everything and takes jobs from then on). The n-th spawn of a program
+    is paired with the n-th STARTING line of its log."""
+    spawns: dict[str, list[float]] = {}
+    for line in (workdir / "supervisord.log").read_text(errors="replace").splitlines():
+        m = re.match(r"(\S+ \S+) INFO spawned: '([^']+)' with pid", line)
+        if m and m.group(2).startswith(f"{spec.key}_"):
+            at = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # supervisord logs local time
+            spawns.setdefault(m.group(2), []).append(at)
+    out = []
+    for program, times in spawns.items():
+        ready = []
+        for line in (workdir / f"{program}.log").read_text(errors="replace").splitlines():
+            stamp, _, rest = line.partition(" ")
+            if rest.strip().startswith("STARTING"):
+                try:
+                    ready.append(dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc).timestamp())
+                except ValueError:
+                    continue
+        out += [r - sp for sp, r in zip(times, ready) if t0 <= sp <= window_end]
+    return sorted(out)
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -548,6 +574,12 @@ def write_results(results: list[PoolResult], pushes: list[Push], knobs: Knobs, t
         "at the start.",
         f"Commit measured: {info['commit']} (queuefleet installed from worker/ into bench/.venv). "
         f"redis-server {info['redis']}, supervisor {info['supervisor']}, Python {info['python']}.",
+        *([] if info["heavy"] == "0" else [
+            "",
+            "**Not a quiet machine**: other heavy processes were running when the bench started (and may have run",
+            "throughout). The pools ran one after another under the same conditions; the autoscaled pool, which",
+            "starts processes while jobs wait, is the one most exposed to a busy CPU.",
+        ]),
         "",
         "## Method",
         "",
@@ -559,9 +591,9 @@ def write_results(results: list[PoolResult], pushes: list[Push], knobs: Knobs, t
         "- **auto**: programs `auto_00`..`auto_07`, none autostarted, and the real `queue autoscale` program",
         f"  under the same supervisord, with `min: 1, max: 8, step: {knobs.step}, cooldown: {knobs.cooldown:g}, "
         f"target_wait: {knobs.target_wait:g}` and `interval: {knobs.interval:g}`.",
-        "  These are the role's defaults (interval 5, step 2, cooldown 60, target_wait 10) scaled down to",
-        "  a 75-second timeline: with the defaults, a 12-second burst would be over before the pool reached",
-        "  max, and a 60-second cooldown would never let it shrink between the bursts.",
+        "  The role's defaults (interval 5, step 2, cooldown 60, target_wait 10) are meant for bursts of",
+        "  minutes; these are scaled down to a 75-second timeline whose bursts last 10-12 s and come 18 s",
+        "  apart (a 60 s cooldown could not shrink the pool between them).",
         "",
         f"The same deterministic timeline of {len(pushes)} pushes for each pool ({work:.0f} s of work in all, "
         f"{work / LENGTH:.1f} processes on average over {LENGTH:g} s):",
@@ -610,11 +642,9 @@ def write_results(results: list[PoolResult], pushes: list[Push], knobs: Knobs, t
             f"- {auto.scale_ups} scale-up(s) and {auto.scale_downs} scale-down(s) (the autoscaler's own counters); "
             f"largest size {auto.max_size}; the `queue autoscale` process used "
             f"{fmt_s(auto.autoscaler_cpu)} of CPU in all.",
-            "",
-            f"With step {knobs.step} and cooldown {knobs.cooldown:g} s, a pool at {auto.spec.size} gets back to "
-            f"{auto.spec.min} in {math.ceil((auto.spec.size - auto.spec.min) / knobs.step)} steps down, each after a "
-            f"whole cooldown (`autoscale_policy.Damper`): "
-            f"{math.ceil((auto.spec.size - auto.spec.min) / knobs.step) * knobs.cooldown:g} s after the demand fell.",
+            f"- {len(auto.startups)} worker process(es) started during the window took "
+            f"{fmt_s(percentile(auto.startups, 0.5))} (median, max {fmt_s(max(auto.startups, default=None))}) from "
+            "supervisord's spawn to the worker's STARTING line (ready to take jobs).",
             "",
             "Its decisions during the window (its log, seconds into the timeline):",
             "",
@@ -684,6 +714,8 @@ def main() -> int:
         if r.spec.autoscaled:
             print(f"  {r.spec.key}: {r.scale_ups} up, {r.scale_downs} down; autoscaler CPU {fmt_s(r.autoscaler_cpu)}")
             print("\n".join(f"    {line}" for line in r.decisions))
+            print(f"  {r.spec.key}: {len(r.startups)} processes started, spawn to ready median "
+                  f"{fmt_s(percentile(r.startups, 0.5))}, max {fmt_s(max(r.startups, default=None))}")
     lines, problems = verdicts(results)
     print("\n".join(lines))
     print(f"bench/autoscale took {took:.0f} s; producer at most {max(r.late for r in results) * 1000:.0f} ms late; "
