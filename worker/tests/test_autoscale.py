@@ -39,6 +39,16 @@ def test_busy_processes_with_long_jobs_still_grow_the_pool():
     assert wanted == 7  # laravel/horizon#1539: no reaction while long jobs ran
 
 
+def test_a_job_waiting_a_moment_behind_a_busy_process_of_fast_jobs_asks_for_none():
+    # A steady 80 % load on one process: a probe often finds one 0.2 s job waiting while the other
+    # runs. Both start within the target wait with the one process: no second one (no flapping).
+    wanted, why = fleet_wanted(Demand(ready=1, busy=1, oldest_wait=0.1, runtime=0.2), running=1, rule=RULE)
+    assert wanted == 1, why
+    # A spike of 24 one-second jobs behind one busy process, target 1 s: as many processes as jobs fit.
+    wanted, why = fleet_wanted(Demand(ready=24, busy=1, oldest_wait=0.1, runtime=1.0), running=1, rule=ScaleRule(1, 8, target_wait=1))
+    assert wanted == 25, why
+
+
 def test_a_job_waiting_past_the_target_grows_the_pool_by_a_step_at_least():
     wanted, why = fleet_wanted(Demand(ready=2, busy=2, oldest_wait=25, runtime=0.01), running=2, rule=RULE)
     assert wanted == 4 and "waited 25.0s" in why
@@ -261,5 +271,53 @@ def test_the_run_time_estimate_is_recent_and_leaves_the_canaries_out():
     estimate = RuntimeEstimate()
     # 50 canaries of ~0 s on the pool's queue (one per deploy) must not make 2 s jobs look instant.
     assert estimate.update(stats(**{"queuefleet-canary_ping": (50, 0.05), "app-jobs_slow": (2, 4.0)}), ["q"]) == 2.0
-    assert estimate.update(stats(**{"queuefleet-canary_ping": (51, 0.05), "app-jobs_slow": (4, 14.0)}), ["q"]) == 5.0
-    assert estimate.update(stats(**{"queuefleet-canary_ping": (60, 0.06), "app-jobs_slow": (4, 14.0)}), ["q"]) == 5.0
+    # Then recent jobs move the recent average: two of 5 s each, by 1 - 0.75^2 of the way from 2 s to
+    # 5 s (3.31 s); the lifetime average (3.5 s) is the larger.
+    assert estimate.update(stats(**{"queuefleet-canary_ping": (51, 0.05), "app-jobs_slow": (4, 14.0)}), ["q"]) == 3.5
+    assert estimate.recent == 2 + 3 * 0.4375
+    assert estimate.update(stats(**{"queuefleet-canary_ping": (60, 0.06), "app-jobs_slow": (4, 14.0)}), ["q"]) == 3.5
+    # Many 5 s jobs bring it to 5 s; then one 0.2 s job between two ticks moves the recent average a
+    # quarter of the way (3.8 s), and the lifetime average (514.2 s / 105) is the estimate.
+    assert abs(estimate.update(stats(**{"app-jobs_slow": (104, 514.0)}), ["q"]) - 5.0) < 1e-6
+    assert estimate.update(stats(**{"app-jobs_slow": (105, 514.2)}), ["q"]) == 514.2 / 105
+    assert abs(estimate.recent - (5.0 - 4.8 / 4)) < 1e-6
+    # A long lull of 0.1 s jobs: the recent average forgets the slow jobs, the lifetime average
+    # (1014.2 s over 5,105 jobs) does not, so a burst of slow jobs after the lull asks for enough processes.
+    lull = stats(**{"app-jobs_slow": (105, 514.2), "app-jobs_fast": (5000, 500.0)})
+    assert abs(estimate.update(lull, ["q"]) - 1014.2 / 5105) < 1e-9 and estimate.recent < 0.11
+
+
+def test_a_backlog_is_met_between_decisions_and_only_decisions_stop(redis_url, r):
+    """interval 30 s: jobs pushed after the first decision still start processes within a second
+    (the ready counts are read every REACT seconds); with the queue emptied and cooldown 0, the
+    processes stay until the next decision, which alone may stop them."""
+    import threading
+
+    from scaling import MemorySupervisor
+
+    queue = f"react{os.getpid()}"
+    programs4 = tuple(f"react_{slot:02d}" for slot in range(4))
+    supervisor = MemorySupervisor(programs4)
+    settings = AutoscaleSettings((ScaledPool("react", (queue,), programs4, ScaleRule(min=1, max=4, step=1, cooldown=0, target_wait=1)),),
+                                 "unix:///nowhere", 30.0, "testhost")
+    scaler = Autoscaler(r, settings, prefix="queuefleet", log=JobLog(open(os.devnull, "w")), supervisor=supervisor)  # type: ignore[arg-type]
+    loop = threading.Thread(target=scaler.run)
+    loop.start()
+    try:
+        wait_for(lambda: supervisor.running() == 1, timeout=5, interval=0.05, what="the floor")
+        Queue.from_url(redis_url).push_many([("qf_testjobs:record", {"tag": f"t{i}"}) for i in range(3)], queue=queue)
+        pushed = time.monotonic()
+        wait_for(lambda: supervisor.running() == 4, timeout=5, interval=0.05, what="the pool grown before the next decision")
+        assert time.monotonic() - pushed < 2
+        Queue.from_url(redis_url).clear(queue)
+        time.sleep(1.5)
+        assert supervisor.running() == 4  # only a decision stops, 30 s after the last one
+        scaler.stop.set()
+        loop.join(5)
+        assert [line for line in scaler.tick() if "4 -> 3 (scale down" in line]  # step 1
+        assert supervisor.running() == 3
+    finally:
+        scaler.stop.set()
+        loop.join(5)
+        Queue.from_url(redis_url).clear(queue)
+        r.delete("queuefleet:autoscale:react", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")

@@ -4,15 +4,18 @@
 supervisor; they hold no state but the cooldown clock of `Damper`, so every rule is testable
 without a server.
 
-The demand of a pool is the processes busy right now plus enough to clear its ready jobs within
-`target_wait` seconds at the run time its jobs have recently taken:
+The demand of a pool is the processes that let every job it holds (running or ready) start
+within `target_wait` seconds, at the run time its jobs have recently taken:
 
-    wanted = busy + min(ready, ceil(ready x average run time / target_wait))
+    wanted = max(busy, min(busy + ready, ceil((busy + ready) x average run time / target_wait)))
 
-So one fast job waiting asks for one process, not for `max` (the way Horizon's auto balancing
-goes wrong, laravel/horizon#1552), and a pool whose processes are all busy with long jobs still
-grows while jobs wait (#1539). When the job that runs next has already waited longer than
-`target_wait`, the estimate was too low: the pool grows by `step` at least.
+A running job cannot be moved, so never fewer than the busy processes; one process per job at
+most, as more could not start any job sooner. So one fast job waiting asks for one process, not
+for `max` (the way Horizon's auto balancing goes wrong, laravel/horizon#1552), a job waiting a
+moment behind a busy process of fast jobs asks for none (no flapping at a steady 80 % load), and
+a pool whose processes are all busy with long jobs still grows while jobs wait (#1539). When the
+job that runs next has already waited longer than `target_wait`, the estimate was too low: the
+pool grows by `step` at least.
 """
 
 from __future__ import annotations
@@ -67,11 +70,11 @@ class HostSlot:
 
 def fleet_wanted(demand: Demand, running: int, rule: ScaleRule) -> tuple[int, str]:
     """Processes the pool wants fleet-wide (before any host's bounds), and why, in words."""
-    # One process per ready job at most: more could not start any of them sooner.
-    clearing = min(demand.ready, math.ceil(demand.ready * max(demand.runtime, 0.0) / rule.target_wait))
-    wanted = demand.busy + clearing
-    reason = (f"{demand.busy} busy + {clearing} to clear {demand.ready} ready in {rule.target_wait:g}s "
-              f"at {demand.runtime:.2f}s a job")
+    jobs = demand.busy + demand.ready
+    clearing = min(jobs, math.ceil(jobs * max(demand.runtime, 0.0) / rule.target_wait))
+    wanted = max(demand.busy, clearing)
+    reason = (f"{demand.busy} busy + {demand.ready} ready at {demand.runtime:.2f}s a job, "
+              f"each to start within {rule.target_wait:g}s")
     if demand.ready and demand.oldest_wait > rule.target_wait and wanted < running + rule.step:
         wanted = running + rule.step
         reason = f"the next job has waited {demand.oldest_wait:.1f}s > {rule.target_wait:g}s: {running} + step {rule.step}"

@@ -7,12 +7,16 @@ Redis, so the pool comes up at min after a reboot or a supervisord restart (neve
 never stays below min. The others are started and stopped by the backlog.
 
 Each tick reads the pool's queues from Redis (one read: stats.read_stats, on the Redis clock),
-announces this host's bounds and running count in a hash the other hosts' autoscalers read,
+reads the other hosts' bounds and running counts from a hash where each announces its own,
 takes this host's share of what the pool wants (autoscale_policy), and starts or stops
 processes through supervisord's XML-RPC interface. A stop is supervisor's stopsignal: the
 worker finishes its job and exits, as on any deploy. Every change is one log line saying why,
 one entry in a capped history list (the dashboard's) and a counter (the exporter's). When Redis
 cannot be read, the loop holds every size above min.
+
+Decisions come every `interval` seconds; in between, the ready counts are read every REACT
+seconds, and a pool with jobs ready and room to grow gets a decision at once that may only start
+processes: the reaction to a burst does not wait for the interval.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from .logs import JobLog
 from .payload import check_pool_name, check_queue_name
 from .protocol import RestartSignal, text
 from .restarts import RestartWatch
+from .scripts import SCRIPTS
 from .stats import FleetStats, read_stats
 from .supervisor_rpc import RUNNING_STATES, STARTABLE_STATES, ProcessInfo, Supervisor, SupervisorError
 
 HISTORY = 500  # scale events kept in <prefix>:autoscale:events
+REACT = 0.25  # seconds between two reads of the pools' ready counts, between decisions
 SLOT_TTL_TICKS = 3  # a host's announcement older than this many ticks (+ 10 s) is ignored
 
 
@@ -124,11 +130,19 @@ def counts_key(prefix: str) -> str:
 
 
 class RuntimeEstimate:
-    """A pool's recent average run time: from the growth of its duration counters between ticks,
-    else the lifetime average, else DEFAULT_RUNTIME; canary jobs left out."""
+    """The run time a pool's ready jobs are expected to take, canary jobs left out: the larger of
+    the pool's lifetime average and a recent average. The recent one is moved towards the average
+    of the jobs finished since the last tick by a weight that grows with their number
+    (1 - (1 - WEIGHT)^finished): one short job finishing in a burst of long ones moves it a quarter
+    of the way. The lifetime average is the floor: a lull of fast jobs does not make the pool
+    forget its slow ones when they come back in a burst (an estimate too low costs waits; one too
+    high costs processes for one cooldown). DEFAULT_RUNTIME before any job finished."""
+
+    WEIGHT = 0.25  # how far one finished job moves the recent average towards its run time
 
     def __init__(self) -> None:
         self.last: tuple[float, int] | None = None
+        self.recent = DEFAULT_RUNTIME
         self.value = DEFAULT_RUNTIME
 
     def update(self, stats: FleetStats, queues: Sequence[str]) -> float:
@@ -136,11 +150,15 @@ class RuntimeEstimate:
         mine = [d for (q, job), d in stats.durations.items() if q in queues and not job.startswith("queuefleet.canary:")]
         seconds = sum(d.sum_seconds for d in mine)
         runs = sum(d.count for d in mine)
+        if not runs:
+            return self.value
         if self.last is not None and runs > self.last[1]:
-            self.value = (seconds - self.last[0]) / (runs - self.last[1])
-        elif self.last is None and runs:
-            self.value = seconds / runs
+            finished = runs - self.last[1]
+            self.recent += ((seconds - self.last[0]) / finished - self.recent) * (1 - (1 - self.WEIGHT) ** finished)
+        elif self.last is None:
+            self.recent = seconds / runs
         self.last = (seconds, runs)
+        self.value = max(self.recent, seconds / runs)
         return self.value
 
 
@@ -159,7 +177,9 @@ class Autoscaler:
         # supervisor starts it again on the release `current` points at.
         self.restarts = RestartWatch(settings.host, release)
         self._booted = False
-        self.desired: dict[str, int] = {}  # pool -> the size this host last decided on
+        # pool -> what its last decision saw and did: when (monotonic), the jobs ready, the size it
+        # chose, and whether that size was still short of its target (the growth per decision is capped)
+        self.seen: dict[str, tuple[float, int, int, bool]] = {}
         self._holding = ""  # why the last tick held every size (logged once per cause)
 
     def install_signals(self) -> None:
@@ -171,12 +191,37 @@ class Autoscaler:
         self.log.event("starting", f"autoscaler on {self.settings.host} for {names}, every {self.settings.interval:g}s")
         while not self.stop.is_set():
             self.tick()
-            self.stop.wait(self.settings.interval)
+            self._react_until(time.monotonic() + self.settings.interval)
         self.log.event("stopping", "autoscaler stopped; the pools keep their current size")
         return 0
 
-    def tick(self, now: float | None = None) -> list[str]:
-        """One decision for every pool; returns the log lines of the changes made."""
+    def _react_until(self, deadline: float) -> None:
+        """Between two decisions, read the pools' ready counts every REACT seconds (one call). A pool
+        below its max with jobs ready gets a decision at once, one that may only start processes,
+        when its backlog grew since its last decision, when that decision was still short of the
+        size it wanted, or when it came `target_wait` ago: a burst is met in a fraction of a second
+        whatever the interval, stops keep the interval's pace, and a steady backlog costs a
+        decision per `target_wait` at most."""
+        queues = [q for p in self.settings.pools for q in p.queues]
+        while not self.stop.wait(min(REACT, max(deadline - time.monotonic(), 0.0))):
+            if time.monotonic() >= deadline:
+                return
+            try:
+                flat = SCRIPTS.run(self.client, "sizes", [self.prefix, *queues])
+            except (redis.RedisError, OSError):
+                continue  # the next decision holds and says why
+            ready = dict(zip(queues, (int(n) for n in flat[::3])))
+            if any(self._wants_a_look(pool, sum(ready[q] for q in pool.queues)) for pool in self.settings.pools):
+                self.tick(grow_only=True)
+
+    def _wants_a_look(self, pool: ScaledPool, ready: int) -> bool:
+        at, seen_ready, size, short = self.seen.get(pool.name, (0.0, 0, 0, True))
+        stale = time.monotonic() - at >= pool.rule.target_wait  # jobs may have waited past the target since
+        return ready > 0 and size < pool.rule.max and (ready > seen_ready or short or stale)
+
+    def tick(self, now: float | None = None, *, grow_only: bool = False) -> list[str]:
+        """One decision for every pool (one that may only start processes when `grow_only`);
+        returns the log lines of the changes made."""
         now = time.monotonic() if now is None else now
         try:
             procs = self.supervisor.processes()
@@ -198,7 +243,7 @@ class Autoscaler:
             return changes
         for pool in self.settings.pools:
             try:
-                line = self._decide(pool, procs, stats, now)
+                line = self._decide(pool, procs, stats, now, grow_only)
             except (redis.RedisError, OSError, SupervisorError) as exc:
                 self.log.event("error", f"pool {pool.name}: {exc}; size kept")
                 continue
@@ -238,7 +283,8 @@ class Autoscaler:
         self.log.event("scale", line, pool_name=pool.name)
         return line
 
-    def _decide(self, pool: ScaledPool, procs: list[ProcessInfo], stats: FleetStats, now: float) -> str:
+    def _decide(self, pool: ScaledPool, procs: list[ProcessInfo], stats: FleetStats, now: float,
+                grow_only: bool = False) -> str:
         order = {name: slot for slot, name in enumerate(pool.programs)}
         burst = sorted((p for p in procs if p.group in order and p.group not in pool.floor), key=lambda p: order[p.group])
         # The floor counts as running whatever its state: _keep_floor and supervisor's autorestart bring
@@ -247,13 +293,15 @@ class Autoscaler:
         above = [p for p in burst if p.state in RUNNING_STATES]
         running = len(pool.floor) + len(above)
         demand = self._demand(pool, stats)
-        slots = self._announce(pool, running, stats.now)
+        slots = self._slots(pool, running, stats.now)
         fleet_running = sum(s.running for s in slots)
         wanted, why = fleet_wanted(demand, fleet_running, pool.rule)
         wanted = min(max(wanted, sum(s.min for s in slots)), sum(s.max for s in slots))
         target = host_share(wanted, slots, self.settings.host)
         size, verdict = self.dampers[pool.name].next_size(running, target, now)
-        self.desired[pool.name] = size
+        if grow_only:
+            size = max(size, running)
+        self.seen[pool.name] = (time.monotonic(), demand.ready, size, size < min(target, pool.rule.max))
         self._publish(pool, running, size, stats.now)
         if size > running:
             chosen = [p for p in burst if p.state in STARTABLE_STATES][: size - running]
@@ -281,19 +329,13 @@ class Autoscaler:
         busy = sum(1 for w in stats.workers if w.get("pool") == pool.name and w.get("state") == "busy")
         return Demand(ready=ready, busy=busy, oldest_wait=oldest, runtime=self.runtimes[pool.name].update(stats, pool.queues))
 
-    def _announce(self, pool: ScaledPool, running: int, redis_now: float) -> list[HostSlot]:
-        """Write this host's slot, read every live one (this host's always included)."""
+    def _slots(self, pool: ScaledPool, running: int, redis_now: float) -> list[HostSlot]:
+        """Every live host's last announcement for the pool, this host's as it is now; stale ones deleted."""
         key = slots_key(self.prefix, pool.name)
         mine = HostSlot(self.settings.host, pool.rule.min, pool.rule.max, running)
-        doc = {"min": mine.min, "max": mine.max, "running": running, "desired": self.desired.get(pool.name, running),
-               "at": redis_now}
-        pipe = self.client.pipeline()
-        pipe.hset(key, self.settings.host, json.dumps(doc))
-        pipe.hgetall(key)
-        _, raw = pipe.execute()
         fresh = redis_now - SLOT_TTL_TICKS * self.settings.interval - 10
         slots, stale = [mine], []
-        for host_b, value in raw.items():
+        for host_b, value in self.client.hgetall(key).items():
             host = text(host_b)
             if host == mine.host:
                 continue
@@ -310,7 +352,8 @@ class Autoscaler:
         return slots
 
     def _publish(self, pool: ScaledPool, running: int, desired: int, redis_now: float) -> None:
-        """This host's slot with the size it decided on (read by the exporter: desired, running, min, max)."""
+        """This host's slot: its bounds, running count and the size it decided on (read by the other
+        hosts' autoscalers, the exporter and the dashboard)."""
         doc = {"min": pool.rule.min, "max": pool.rule.max, "running": running, "desired": desired, "at": redis_now}
         self.client.hset(slots_key(self.prefix, pool.name), self.settings.host, json.dumps(doc))
 
