@@ -22,9 +22,9 @@ class MemorySupervisor:
     def __init__(self, programs: Sequence[str]) -> None:
         self.states = {name: "STOPPED" for name in programs}
 
-    def processes(self, *groups: str) -> list[ProcessInfo]:
+    def processes(self) -> list[ProcessInfo]:
         return [ProcessInfo(name, name, state, 1000 + i if state == "RUNNING" else 0)
-                for i, (name, state) in enumerate(sorted(self.states.items())) if not groups or name in groups]
+                for i, (name, state) in enumerate(sorted(self.states.items()))]
 
     def start(self, process: ProcessInfo) -> None:
         self.states[process.group] = "RUNNING"

@@ -78,24 +78,24 @@ class Supervisor:
         except (OSError, xmlrpc.client.ProtocolError, http.client.HTTPException) as exc:
             raise SupervisorError(f"cannot reach supervisord at {self.url}: {exc}") from exc
 
-    def processes(self, *groups: str) -> list[ProcessInfo]:
-        """The processes of `groups` (all when none is given), sorted by name."""
+    def processes(self) -> list[ProcessInfo]:
+        """Every process supervisord runs, sorted by name."""
         infos = [ProcessInfo(p["group"], p["name"], p["statename"], int(p.get("pid") or 0))
                  for p in self._call("getAllProcessInfo")]
-        return sorted((p for p in infos if not groups or p.group in groups), key=lambda p: p.full_name)
+        return sorted(infos, key=lambda p: p.full_name)
 
     def start(self, process: ProcessInfo) -> None:
         """Start one process without waiting for it to be RUNNING (supervisord reports that later)."""
-        try:
-            self._call("startProcess", process.full_name, False)
-        except SupervisorError as exc:
-            if "ALREADY_STARTED" not in str(exc):
-                raise
+        self._call_unless("ALREADY_STARTED", "startProcess", process.full_name, False)
 
     def stop(self, process: ProcessInfo) -> None:
         """Ask one process to stop with its stopsignal, without waiting: a worker finishes its job first."""
+        self._call_unless("NOT_RUNNING", "stopProcess", process.full_name, False)
+
+    def _call_unless(self, fault: str, method: str, *args: Any) -> None:
+        """`method`, where supervisord's `fault` means it is done already (a race with autorestart or a hand)."""
         try:
-            self._call("stopProcess", process.full_name, False)
+            self._call(method, *args)
         except SupervisorError as exc:
-            if "NOT_RUNNING" not in str(exc):
+            if fault not in str(exc):
                 raise
