@@ -13,6 +13,9 @@ description:
     inventory that may be ahead of the hosts.
   - Each process also says whether supervisord starts it by itself (C(autostart), from C(supervisorctl avail)); an
     autoscaled pool's processes do not, so one of them that is STOPPED was stopped by the autoscaler on purpose.
+  - Each pool process also says whether it should run, as deployed (C(live)). It does when it belongs to a pool,
+    is not STOPPING, and is not a STOPPED process that supervisord does not start by itself. The operator playbooks
+    start, restart and count the live processes, so they keep an autoscaled pool's scale.
   - Read-only; runs the same in check mode.
 version_added: 1.1.0
 author: queuefleet (@queuefleet)
@@ -59,7 +62,7 @@ programs:
   returned: always
   sample: [{"name": "queuefleet-mail-3f2a1c_00", "group": "queuefleet-mail-3f2a1c_00", "state": "RUNNING",
             "info": "pid 812, uptime 1:02:03", "pool": "mail", "generation": "3f2a1c", "slot": 0, "stderr": [],
-            "autostart": true}]
+            "autostart": true, "live": true}]
 pools:
   description: Per pool, its processes (names) by state.
   type: dict
@@ -92,6 +95,9 @@ def main() -> None:
                    "pool": pool, "generation": parsed.generation if parsed else None,
                    "slot": parsed.slot if parsed else None, "stderr": [],
                    "autostart": autostart.get(name.split(":", 1)[-1], autostart.get(name, True))}
+        # STOPPED with autostart off: an autoscaled pool's process its autoscaler stopped on purpose.
+        program["live"] = (pool is not None and entry["state"] != "STOPPING"
+                           and not (entry["state"] == "STOPPED" and not program["autostart"]))
         if params["stderr_lines"] > 0 and entry["state"] != "RUNNING":
             out = host_probe.run(["supervisorctl", "-c", params["config"], "tail",
                                   f"-{params['stderr_lines'] * 300}", name, "stderr"])[1]

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -81,3 +82,14 @@ def pool_programs(host, pool: str) -> dict[str, str]:
 
 def secret(name: str) -> str:
     return (Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets" / name).read_text().split()[0]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """The first truthy value of predicate(), polled every 0.5 s; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

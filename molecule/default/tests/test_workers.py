@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import wait_for
+
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 SCENARIO = Path(__file__).resolve().parents[1]
@@ -96,16 +98,6 @@ def status(host) -> dict:
 
 def current_release(host) -> str:
     return host.check_output("readlink /opt/queuefleet/current").rsplit("/", 1)[-1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 APP_PYTHON = r"""
