@@ -101,8 +101,10 @@ def test_every_grafana_dashboard_query_evaluates_against_the_real_prometheus():
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 10
     answered = 0
+    # This fleet has no autoscaled pool: those panels' queries must run, but have no data to return.
+    expected = [expr for expr in exprs if "queuefleet_autoscale_" not in expr]
     for expr in exprs:
         result = query(expr)  # asserts status success: the query parses and runs
-        answered += bool(result)
+        answered += bool(result) and expr in expected
     # The fleet is running: all but the rate-based panels (which need two scrapes of a change) have data.
-    assert answered >= len(exprs) - 4, f"only {answered} of {len(exprs)} dashboard queries returned data"
+    assert answered >= len(expected) - 4, f"only {answered} of {len(expected)} dashboard queries returned data"
