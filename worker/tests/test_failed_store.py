@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -119,6 +121,30 @@ def test_commands_on_an_unmigrated_database_say_to_migrate(redis_url, sqlite_url
         assert result.returncode == 1, (args, result.stderr)
         assert "run `queue migrate` first" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_worker_is_ready_before_it_imports_the_database_layer():
+    """`queue work` imports SQLAlchemy (and the dashboard's and the autoscaler's code) only beside
+    its first jobs (database.py): on a small host that is half of a worker's start (bench/autoscale)."""
+    code = ("import sys, queuefleet.cli, queuefleet.worker; print(' '.join(sorted(m for m in sys.modules "
+            "if m.partition('.')[0] == 'sqlalchemy' or m in ('queuefleet.failed', 'queuefleet.dashboard', 'queuefleet.autoscaler'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == []
+
+
+def test_a_job_running_when_the_database_check_fails_finishes_and_the_worker_exits_1(redis_url, sqlite_url, tmp_path, r):
+    """Not migrated: the check beside the first job stops the worker as SIGTERM would. The job it
+    began finishes, no job is lost or failed, and supervisor sees exit 1 with the reason."""
+    cli = QueueCli(redis_url, sqlite_url, tmp_path)  # no `queue migrate`
+    q = Queue.from_url(redis_url)
+    ids = [q.push("qf_testjobs:slow", {"tag": tag, "seconds": 1.0}) for tag in ("first", "second")]
+    worker = cli.spawn("--prefetch", "2")
+    assert worker.wait() == 1, worker.errors()
+    assert "failed-jobs database" in worker.errors() and "run `queue migrate` first" in worker.errors()
+    assert "Traceback" not in worker.errors()
+    assert [t.decode() for t in r.lrange("started", 0, -1)] == executed(r) == ["first"]  # begun, so finished
+    assert q.sizes(["default"])["default"]["ready"] == 1  # the second, reserved ahead, was given back
+    assert "exits: the failed-jobs database cannot be used (see stderr) processed=1 failed=0" in worker.output()
 
 
 # -- a job that fails all its tries -------------------------------------------------------
@@ -377,8 +403,8 @@ def test_worker_survives_the_server_closing_idle_connections(mariadb, mysql_cli,
     try:
         worker = mysql_cli.spawn("--sleep", "0.5")
         worker.wait_log("STARTING")
-        # The worker checked the table at start and keeps that connection in its pool ...
-        assert _qf_sessions(mariadb, database) >= 1
+        # The worker checks the table beside its first jobs and keeps that connection in its pool ...
+        wait_for(lambda: _qf_sessions(mariadb, database) >= 1, what="the worker's database check")
         # ... until the server drops it for idling past wait_timeout ("MySQL server has gone away").
         wait_for(lambda: _qf_sessions(mariadb, database) == 0, timeout=15, interval=0.2,
                  what="MariaDB to close the worker's idle connection")

@@ -40,8 +40,6 @@ from .connection import redacted_url
 from .queue import Queue
 from .serving import Network, allowed, is_loopback
 
-DEFAULT_LISTEN = "127.0.0.1:9819"
-TOKEN_ENV = "QUEUEFLEET_DASHBOARD_TOKEN"
 MAX_FORM_BYTES = 4096
 SESSION_COOKIE = "queuefleet_session"
 SESSION_SECONDS = 12 * 3600

@@ -33,11 +33,11 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from .database import DATABASE_TIMEOUT, DatabaseUnavailable, StoreFailed
+from .payload import KEEP_PAYLOAD, truncated_payload
+
 if TYPE_CHECKING:
     from .migrations import Migration
-
-DEFAULT_DATABASE_URL = "sqlite:///queuefleet.sqlite3"
-DATABASE_TIMEOUT = 10.0  # seconds a MySQL/MariaDB connect, read or write may take (see make_engine)
 
 metadata = MetaData()
 failed_jobs = Table(
@@ -54,16 +54,7 @@ failed_jobs = Table(
 
 
 UUID_CHARS = 36  # width of the uuid column
-KEEP_PAYLOAD = 64 * 1024  # characters of a payload kept when the whole one cannot be stored
 KEEP_EXCEPTION = 64 * 1024
-
-
-class DatabaseUnavailable(Exception):
-    """The failed-jobs database cannot be reached or is not migrated."""
-
-
-class StoreFailed(Exception):
-    """A failed job could not be stored now; the message is safe to log (no job data)."""
 
 
 def row_uuid(job_id: str) -> str:
@@ -108,27 +99,6 @@ def _how(kind: str, uuid: str, stored_as: str) -> str:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def truncated_payload(payload: str) -> str:
-    """A JSON stand-in for a payload too large to store: what it was, and its first characters."""
-    doc: dict[str, Any] = {}
-    try:
-        original = json.loads(payload)
-        if isinstance(original, dict):
-            doc = {k: original[k] for k in ("id", "job", "queue") if isinstance(original.get(k), str)}
-            if isinstance(original.get("pushed_at"), (int, float)):
-                doc["pushed_at"] = original["pushed_at"]
-    except (ValueError, RecursionError):
-        pass
-    doc.update({
-        "truncated": True,
-        "note": f"payload of {len(payload)} characters was too large to store; only its start is kept",
-        "characters": len(payload),
-        "sha256": hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest(),
-        "head": payload[:KEEP_PAYLOAD],
-    })
-    return json.dumps(doc, ensure_ascii=True)
 
 
 def describe_db_error(exc: BaseException) -> str:

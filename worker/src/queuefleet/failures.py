@@ -12,10 +12,10 @@ from typing import Callable, TextIO
 
 from .callbacks import FailureCallbacks
 from .execution import JobRunner, Kind, Outcome
-from .failed import FailedJobStore, StoreFailed, truncated_payload
+from .database import FailureRecorder, StoreFailed
 from .job_counters import FAILED, RELEASED, RETRIED, UNKNOWN_JOB, tally
 from .logs import JobLog
-from .payload import Job, error_summary
+from .payload import Job, error_summary, truncated_payload
 from .protocol import ReleaseEntry, Reserved
 
 HOLD_FIRST = 10.0  # seconds a job waits in Redis after its failure could not be stored
@@ -31,7 +31,7 @@ RewriteFn = Callable[[Reserved, str], bool] | None
 
 
 class FailurePolicy:
-    def __init__(self, runner: JobRunner, store: FailedJobStore, connection_name: str, log: JobLog, *,
+    def __init__(self, runner: JobRunner, store: FailureRecorder, connection_name: str, log: JobLog, *,
                  backoff: list[float], callbacks: FailureCallbacks | None = None, stderr: TextIO | None = None) -> None:
         self.runner = runner
         self.callbacks = callbacks

@@ -7,6 +7,7 @@ before the worker acts on it (a bad payload is refused, never a crash).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -22,6 +23,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 MAX_DELAY = 10 * 365 * 86400.0  # seconds: a delay or backoff longer than ten years is a mistake
 MAX_TIMEOUT = 30 * 86400.0  # seconds: the longest per-attempt timeout
 MAX_PAYLOAD = 4 * 1024 * 1024  # bytes of a payload's JSON, by default: refused at push and at decode
+KEEP_PAYLOAD = 64 * 1024  # characters of a payload kept in failed jobs when the whole one cannot be stored
 MAX_ERRORS = 10  # failed attempts remembered in a payload (the last ones)
 MAX_ERROR_CHARS = 1000  # of each remembered error
 
@@ -323,3 +325,24 @@ class Job:
             )
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload is malformed: {exc}") from None
+
+
+def truncated_payload(payload: str) -> str:
+    """A JSON stand-in for a payload too large to store: what it was, and its first characters."""
+    doc: dict[str, Any] = {}
+    try:
+        original = json.loads(payload)
+        if isinstance(original, dict):
+            doc = {k: original[k] for k in ("id", "job", "queue") if isinstance(original.get(k), str)}
+            if isinstance(original.get("pushed_at"), (int, float)):
+                doc["pushed_at"] = original["pushed_at"]
+    except (ValueError, RecursionError):
+        pass
+    doc.update({
+        "truncated": True,
+        "note": f"payload of {len(payload)} characters was too large to store; only its start is kept",
+        "characters": len(payload),
+        "sha256": hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest(),
+        "head": payload[:KEEP_PAYLOAD],
+    })
+    return json.dumps(doc, ensure_ascii=True)

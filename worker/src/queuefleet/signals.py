@@ -9,6 +9,7 @@ a second stop signal (`JobInterrupted`).
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -39,6 +40,13 @@ class WorkerSignals:
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
+
+    def stop_soon(self, reason: str) -> None:
+        """stop(reason) from another thread: an idle wait of the main thread is broken as SIGTERM
+        breaks it; a running job finishes."""
+        self.stop(reason)
+        if self.blocking:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     @property
     def stopping(self) -> bool:

@@ -20,7 +20,7 @@ from .callbacks import FailureCallbacks
 from .connection import client_from_url, redacted_url
 from .durable import Durability
 from .execution import JobRunner, Kind, Outcome
-from .failed import FailedJobStore
+from .database import FailureRecorder, LazyStore, StartupCheck
 from .failures import FailurePolicy
 from .handlers import HandlerRegistry
 from .identity import current_identity
@@ -39,6 +39,7 @@ from .timeouts import HandlerGuard
 from .watchdog import Watchdog
 
 EXIT_CONFIG = 1
+CHECK_AT_EXIT = 2.0  # seconds a stopping worker waits for its database check to end, so a short run still reports
 
 
 @dataclass
@@ -70,7 +71,7 @@ class WorkerOptions:
 
 
 class Worker:
-    def __init__(self, redis_url: str, store: FailedJobStore, options: WorkerOptions, *,
+    def __init__(self, redis_url: str, store: FailureRecorder, options: WorkerOptions, *,
                  stdout: TextIO | None = None, stderr: TextIO | None = None,
                  exit: Callable[[int], Any] = os._exit) -> None:
         self.opt = options
@@ -110,6 +111,8 @@ class Worker:
         self.restarts = RestartWatch(self.identity.host, options.release)
         self._idle_looks = 0
         self._last_memory_check = 0.0
+        self.database_check = StartupCheck(store, warn=self._say, fatal=self._database_unusable) \
+            if isinstance(store, LazyStore) else None
 
     @property
     def id(self) -> str:
@@ -121,6 +124,8 @@ class Worker:
         self.signals.install()
         self.note.open()
         remove_stale_notes()
+        if self.database_check is not None:
+            self.database_check.start()  # beside the boot and the first jobs (database.py)
         if not self._boot():
             return self.exit_code
         self.keeper.start()
@@ -194,7 +199,19 @@ class Worker:
             if rss_mb >= opt.memory:
                 self.signals.stop(f"memory {rss_mb:.0f}MB >= --memory {opt.memory}MB")
 
+    def _say(self, line: str) -> None:
+        print(f"queue: {line}", file=self.stderr, flush=True)
+
+    def _database_unusable(self, line: str) -> None:
+        """The database check's verdict (its thread): not migrated or a bad URL. The worker stops as
+        on SIGTERM, its job finishing, and exits 1 for supervisor to show."""
+        self._say(line)
+        self.exit_code = EXIT_CONFIG
+        self.signals.stop_soon("the failed-jobs database cannot be used (see stderr)")
+
     def _shutdown(self) -> None:
+        if self.database_check is not None and self.database_check.is_alive():
+            self.database_check.join(timeout=CHECK_AT_EXIT)  # a worker that ran one job still says why it cannot store one
         self.keeper.stop()
         deadline = time.monotonic() + 5
         while True:

@@ -7,15 +7,18 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import redis
 
 from ..connection import check_url
-from ..failed import DATABASE_TIMEOUT, DEFAULT_DATABASE_URL, DatabaseUnavailable, FailedJobStore
+from ..database import DATABASE_TIMEOUT, DEFAULT_DATABASE_URL, DatabaseUnavailable
 from ..payload import MAX_PAYLOAD, check_queue_name, parse_backoff
 from ..queue import DEFAULT_PREFIX, DEFAULT_REDIS_URL, Queue, redacted_url
+
+if TYPE_CHECKING:
+    from ..failed import FailedJobStore
 
 EXIT_UNAVAILABLE = 1
 
@@ -40,6 +43,8 @@ class Context:
         return q
 
     def store(self, *, check: bool = True) -> FailedJobStore:
+        from ..failed import FailedJobStore  # SQLAlchemy: only for the commands that use the database
+
         try:
             store = FailedJobStore(self.database_url, timeout=self.database_timeout)
         except Exception as exc:  # noqa: BLE001 - bad URL, missing driver

@@ -11,12 +11,15 @@ from typing import Any, Callable
 import click
 
 from ..connection import client_from_url
-from ..dashboard import DEFAULT_LISTEN, TOKEN_ENV, Dashboard
-from ..failed import FailedJobStore
 from ..payload import check_pool_name, check_queue_name
 from ..queue import Queue, redacted_url
 from ..serving import Network, http_server, is_loopback, listen_option, networks_option, shown_url
 from .app import Context, check_redis_url, die, main
+
+# The dashboard, the exporter and the autoscaler are imported by their commands only: `queue work`
+# and every other command start without them.
+DASHBOARD_LISTEN = "127.0.0.1:9819"
+DASHBOARD_TOKEN_ENV = "QUEUEFLEET_DASHBOARD_TOKEN"
 
 
 def _settings(kind: str, convert: Callable[[str], Any], check: Callable[[str], str]) -> Callable[..., dict[str, Any]]:
@@ -62,10 +65,7 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
 
     check_redis_url(obj.redis_url)
     client = client_from_url(obj.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        store = FailedJobStore(obj.database_url, timeout=obj.database_timeout)
-    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
-        die(f"bad database URL {redacted_url(obj.database_url)}: {exc}")
+    store = obj.store(check=False)
     settings = ExporterSettings(obj.prefix, pools=pools, backlog=backlog, max_age=max_age, release_file=release_file)
     if host:
         settings.host = host
@@ -82,19 +82,21 @@ def exporter(obj: Context, listen: tuple[str, int], pools: dict[str, int], backl
 
 
 @main.command("dashboard")
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, callback=listen_option(DEFAULT_LISTEN), metavar="HOST:PORT",
+@click.option("--listen", default=DASHBOARD_LISTEN, show_default=True, callback=listen_option(DASHBOARD_LISTEN), metavar="HOST:PORT",
               help="Address to serve on; keep it on loopback and reach it through an SSH tunnel, or name who may connect "
                    "with --allow.")
 @click.option("--allow", multiple=True, metavar="CIDR", callback=networks_option,
               help="Networks that may connect besides loopback (repeat); others get 403. Needed with a non-loopback --listen.")
 @click.option("--allow-host", "hosts", multiple=True, metavar="NAME",
               help="A DNS name the dashboard may be opened by (repeat); IP addresses and localhost always work.")
-@click.option("--token-env", default=TOKEN_ENV, show_default=True, metavar="NAME",
+@click.option("--token-env", default=DASHBOARD_TOKEN_ENV, show_default=True, metavar="NAME",
               help="Environment variable holding the token that allows retry and forget (unset or empty: read-only).")
 @click.pass_obj
 def dashboard(obj: Context, listen: tuple[str, int], allow: list[Network], hosts: tuple[str, ...],
               token_env: str) -> None:
     """Serve a web page of the fleet: workers, queues, the last hour's throughput and failed jobs."""
+    from ..dashboard import Dashboard
+
     host, port = listen
     if not allow and not is_loopback(host):
         raise click.BadParameter(f"{host} is not a loopback address: name who may connect with --allow CIDR",

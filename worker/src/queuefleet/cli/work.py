@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import redis
 
-from ..failed import DatabaseUnavailable
+from ..database import LazyStore
 from ..handlers import parse_allowed
 from ..queue import redacted_url
 from .app import FROM_ENV_FILE, Context, backoff_option, check_redis_url, die, installed_release, main, positive, queue_names
@@ -66,15 +66,9 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
     _run_init(init)  # before anything imports app code: the --on-failure hook's module is the first
     _check_failure_hook(on_failure, allowed)
     check_redis_url(obj.redis_url)
-    store = obj.store(check=False)
-    try:
-        store.check()
-    except DatabaseUnavailable as exc:
-        if "queue migrate" in str(exc):
-            die(f"failed-jobs database {redacted_url(obj.database_url)}: {exc}")
-        # Jobs can run without it: failures wait in Redis until it answers.
-        click.echo(f"queue: warning: failed-jobs database {redacted_url(obj.database_url)}: {exc}; "
-                   "starting anyway, failed jobs wait in Redis until it answers", err=True)
+    # Checked beside the first jobs, not before them (database.py): a worker started for a
+    # backlog is ready in half the time. Not migrated or a bad URL still stops it, with exit 1.
+    store = LazyStore(obj.database_url, timeout=obj.database_timeout)
     options = WorkerOptions(
         queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
         max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
