@@ -38,7 +38,7 @@ from .logs import JobLog
 from .payload import check_pool_name, check_queue_name
 from .protocol import RestartSignal, text
 from .restarts import RestartWatch
-from .scripts import SCRIPTS
+from .queue import queue_sizes
 from .stats import FleetStats, read_stats
 from .supervisor_rpc import RUNNING_STATES, STARTABLE_STATES, ProcessInfo, Supervisor, SupervisorError
 
@@ -207,10 +207,10 @@ class Autoscaler:
             if time.monotonic() >= deadline:
                 return
             try:
-                flat = SCRIPTS.run(self.client, "sizes", [self.prefix, *queues])
+                sizes = queue_sizes(self.client, self.prefix, queues)
             except (redis.RedisError, OSError):
                 continue  # the next decision holds and says why
-            ready = dict(zip(queues, (int(n) for n in flat[::3])))
+            ready = {queue: size["ready"] for queue, size in sizes.items()}
             if any(self._wants_a_look(pool, sum(ready[q] for q in pool.queues)) for pool in self.settings.pools):
                 self.tick(grow_only=True)
 

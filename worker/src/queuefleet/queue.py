@@ -225,9 +225,7 @@ class Queue:
         return list(self.status().sizes)
 
     def sizes(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
-        flat = self._run("sizes", [self.prefix, *queues])
-        return {q: {"ready": int(flat[3 * i]), "delayed": int(flat[3 * i + 1]), "reserved": int(flat[3 * i + 2])}
-                for i, q in enumerate(queues)}
+        return queue_sizes(self.redis, self.prefix, queues)
 
     def workers(self) -> list[dict[str, str]]:
         """Live workers' heartbeats; entries of dead workers are pruned."""
@@ -244,3 +242,10 @@ class Queue:
 
 def _delay_ms(delay: float) -> int:
     return int(round(check_seconds("delay", delay, maximum=MAX_DELAY) * 1000))
+
+
+def queue_sizes(client: redis.Redis, prefix: str, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Ready, delayed and reserved jobs of each queue, in one round trip (the `sizes` script)."""
+    flat = SCRIPTS.run(client, "sizes", [prefix, *queues])
+    return {q: {"ready": int(flat[3 * i]), "delayed": int(flat[3 * i + 1]), "reserved": int(flat[3 * i + 2])}
+            for i, q in enumerate(queues)}
