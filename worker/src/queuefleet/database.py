@@ -1,9 +1,9 @@
 """The failed-jobs database as a worker holds it: without SQLAlchemy until it is needed.
 
 SQLAlchemy and a driver cost a worker about half of its start on a small host, and most
-workers store a failed job rarely. So `queue work` holds a `LazyStore`: the store (failed.py)
-is imported and its engine made on the first failure, or by `StartupCheck`, a thread that
-checks the database once the worker already takes jobs. A worker started to meet a backlog
+workers store a failed job rarely. So `queue work` holds a `LazyStore`: the store of failed.py
+is imported and made on the first failure, or by `StartupCheck`, a thread that checks the
+database once the worker already takes jobs. A worker started to meet a backlog
 runs its first job that much sooner.
 
 What the check finds is what `queue work` said before it ran a job, now said moments later:
@@ -15,12 +15,9 @@ What the check finds is what `queue work` said before it ran a job, now said mom
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Protocol
 
 from .connection import redacted_url
-
-if TYPE_CHECKING:
-    from .failed import FailedJobStore
 
 DEFAULT_DATABASE_URL = "sqlite:///queuefleet.sqlite3"
 DATABASE_TIMEOUT = 10.0  # seconds a MySQL/MariaDB connect, read or write may take (see failed.make_engine)
@@ -40,26 +37,31 @@ class FailureRecorder(Protocol):
     def record(self, *, uuid: str, connection: str, queue: str, payload: str, exception: str) -> str: ...
 
 
+class Store(FailureRecorder, Protocol):
+    """What a LazyStore makes on first use: failed.FailedJobStore."""
+
+    def check(self) -> None: ...
+
+
 class BadDatabaseUrl(Exception):
     """The URL does not make an engine: an unknown scheme, a bad port, a driver not installed."""
 
 
 class LazyStore:
-    """A FailedJobStore made on first use, once, whichever thread asks first."""
+    """The store `make` returns, made on first use, once, whichever thread asks first; `url` names
+    the database in messages (its password hidden)."""
 
-    def __init__(self, url: str, *, timeout: float = DATABASE_TIMEOUT) -> None:
+    def __init__(self, url: str, make: Callable[[], Store]) -> None:
         self.url = url
-        self.timeout = timeout
-        self._store: FailedJobStore | None = None
+        self.make = make
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
-    def store(self) -> FailedJobStore:
+    def store(self) -> Store:
         with self._lock:
             if self._store is None:
-                from .failed import FailedJobStore
-
                 try:
-                    self._store = FailedJobStore(self.url, timeout=self.timeout)
+                    self._store = self.make()
                 except Exception as exc:  # noqa: BLE001 - an unknown scheme, a bad port, a missing driver
                     raise BadDatabaseUrl(str(exc)) from exc
             return self._store

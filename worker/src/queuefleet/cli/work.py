@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import redis
@@ -13,6 +15,9 @@ from ..database import LazyStore
 from ..handlers import parse_allowed
 from ..queue import redacted_url
 from .app import FROM_ENV_FILE, Context, backoff_option, check_redis_url, die, installed_release, main, positive, queue_names
+
+if TYPE_CHECKING:
+    from ..failed import FailedJobStore
 
 
 @main.command()
@@ -68,7 +73,7 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
     check_redis_url(obj.redis_url)
     # Checked beside the first jobs, not before them (database.py): a worker started for a
     # backlog is ready in half the time. Not migrated or a bad URL still stops it, with exit 1.
-    store = LazyStore(obj.database_url, timeout=obj.database_timeout)
+    store = LazyStore(obj.database_url, functools.partial(_failed_job_store, obj.database_url, obj.database_timeout))
     options = WorkerOptions(
         queues=queues, allowed=allowed, tries=tries, timeout=timeout, memory=memory, sleep=sleep, backoff=backoff or [0.0],
         max_jobs=max_jobs, max_time=max_time, stop_when_empty=stop_when_empty, once=once, name=name, release=release,
@@ -76,6 +81,12 @@ def work(obj: Context, queues: list[str], jobs: str, tries: int, timeout: float,
         prefix=obj.prefix, on_failure=on_failure, max_payload=obj.max_payload,
     )
     sys.exit(Worker(obj.redis_url, store, options).run())
+
+
+def _failed_job_store(url: str, timeout: float) -> FailedJobStore:
+    from ..failed import FailedJobStore  # SQLAlchemy: the worker's first failure or its database check imports it
+
+    return FailedJobStore(url, timeout=timeout)
 
 
 def _run_init(name: str) -> None:
