@@ -21,7 +21,7 @@ from queuefleet import Queue
 from queuefleet.autoscale_policy import Damper, Demand, HostSlot, ScaleRule, fleet_wanted, host_share
 from queuefleet.autoscaler import AutoscaleConfigError, Autoscaler, AutoscaleSettings, ScaledPool, load_settings, read_events
 from queuefleet.logs import JobLog
-from queuefleet.supervisor_rpc import Supervisor, SupervisorError
+from queuefleet.supervisor_rpc import ProcessInfo, Supervisor, SupervisorError
 
 # -- the decisions ------------------------------------------------------------------------------
 
@@ -97,6 +97,10 @@ def test_bad_config_files_get_one_line_errors(tmp_path, cli):
         '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a"], "min": 1, "max": 2}]}': "programs must name max=2",
         '{"pools": [{"name": "p", "queues": ["bad queue"], "programs": ["a", "b"], "min": 1, "max": 2}]}': "queue name",
         '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a", "b"], "min": 1, "max": 2}], "interval": 0}': "interval",
+        '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a", "b"], "min": 1, "max": 2}], "interval": 45}':
+            "interval must be > 0 and <= 30 seconds",
+        '{"pools": [{"name": "p", "queues": ["q"], "programs": ["a", "b"], "min": 1, "max": 2}], "supervisor": "/run/s.sock"}':
+            "supervisor URL must be unix:///path or http://host:port, got '/run/s.sock'",
     }
     for text, message in cases.items():
         path.write_text(text)
@@ -321,3 +325,35 @@ def test_a_backlog_is_met_between_decisions_and_only_decisions_stop(redis_url, r
         loop.join(5)
         Queue.from_url(redis_url).clear(queue)
         r.delete("queuefleet:autoscale:react", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")
+
+
+def test_a_program_supervisord_cannot_start_is_logged_and_the_others_start(redis_url, r):
+    """A floor program whose command is gone (supervisord answers SPAWN_ERROR) does not end the
+    autoscaler: the decision says so, starts the other programs, and the next one tries again."""
+    import io
+
+    from scaling import MemorySupervisor
+
+    class Refusing(MemorySupervisor):
+        def start(self, process: ProcessInfo) -> None:
+            if process.group == "spawn_00":
+                raise SupervisorError("SPAWN_ERROR: spawn_00")
+            super().start(process)
+
+    queue = f"spawn{os.getpid()}"
+    programs = tuple(f"spawn_{slot:02d}" for slot in range(3))
+    supervisor = Refusing(programs)
+    out = io.StringIO()
+    settings = AutoscaleSettings((ScaledPool("spawn", (queue,), programs, ScaleRule(min=2, max=3, step=1, cooldown=0, target_wait=1)),),
+                                 "unix:///nowhere", 1.0, "testhost")
+    scaler = Autoscaler(r, settings, prefix="queuefleet", log=JobLog(out), supervisor=supervisor)  # type: ignore[arg-type]
+    try:
+        assert scaler.tick() == ["pool spawn: started spawn_01 (below min 2: spawn_01 was STOPPED)"]
+        assert "pool spawn: cannot start spawn_00 (SPAWN_ERROR: spawn_00); trying again next decision" in out.getvalue()
+        Queue.from_url(redis_url).push_many([("qf_testjobs:record", {"tag": f"t{i}"}) for i in range(20)], queue=queue)
+        scaler.tick()
+        assert supervisor.states == {"spawn_00": "STOPPED", "spawn_01": "RUNNING", "spawn_02": "RUNNING"}
+        assert out.getvalue().count("cannot start spawn_00") == 2
+    finally:
+        Queue.from_url(redis_url).clear(queue)
+        r.delete("queuefleet:autoscale:spawn", "queuefleet:autoscale:events", "queuefleet:autoscale:counts")

@@ -17,10 +17,9 @@ from typing import Any, Iterable, Mapping
 
 import redis
 
-from .autoscaler import counts_key, read_events, slots_key
+from .autoscaler import STALE_SECONDS, counts_key, read_events, slots_key
 from .protocol import text
 
-STALE_SECONDS = 60.0  # an announcement older than this (Redis clock) is not live
 DIRECTIONS = ("up", "down")
 Counts = dict[tuple[str, str, str], int]  # (pool, host, direction) -> scale events
 

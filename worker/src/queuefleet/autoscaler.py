@@ -44,6 +44,7 @@ from .supervisor_rpc import RUNNING_STATES, STARTABLE_STATES, ProcessInfo, Super
 
 HISTORY = 500  # scale events kept in <prefix>:autoscale:events
 REACT = 0.25  # seconds between two reads of the pools' ready counts, between decisions
+STALE_SECONDS = 60.0  # an announcement older than this (Redis clock) is not live (metrics, dashboard, alert)
 SLOT_TTL_TICKS = 3  # a host's announcement older than this many ticks (+ 10 s) is ignored
 
 
@@ -111,10 +112,15 @@ def load_settings(path: Path, host: str | None = None) -> AutoscaleSettings:
         interval = float(doc.get("interval", 5))
     except (TypeError, ValueError):
         raise AutoscaleConfigError(f"{path}: interval must be a number of seconds") from None
-    if not (math.isfinite(interval) and interval > 0):
-        raise AutoscaleConfigError(f"{path}: interval must be > 0 seconds, got {interval}")
-    return AutoscaleSettings(tuple(pools), str(doc.get("supervisor", "unix:///var/run/supervisor.sock")), interval,
-                             host or socket.gethostname())
+    if not (math.isfinite(interval) and 0 < interval <= STALE_SECONDS / 2):
+        raise AutoscaleConfigError(f"{path}: interval must be > 0 and <= {STALE_SECONDS / 2:g} seconds (an announcement "
+                                   f"{STALE_SECONDS:g} s old is stale), got {interval:g}")
+    supervisor_url = str(doc.get("supervisor", "unix:///var/run/supervisor.sock"))
+    try:
+        Supervisor(supervisor_url)  # its URL is checked here; nothing is connected yet
+    except ValueError as exc:
+        raise AutoscaleConfigError(f"{path}: {exc}") from None
+    return AutoscaleSettings(tuple(pools), supervisor_url, interval, host or socket.gethostname())
 
 
 def slots_key(prefix: str, pool: str) -> str:
@@ -229,17 +235,22 @@ class Autoscaler:
             self._hold(f"supervisord unreachable ({exc})")
             return []
         changes = [line for pool in self.settings.pools if (line := self._keep_floor(pool, procs))]
-        if changes:
-            procs = self.supervisor.processes()
+        try:
+            if changes:
+                procs = self.supervisor.processes()
+        except SupervisorError as exc:
+            self._hold(f"supervisord unreachable ({exc})")
+            return changes
         try:
             stats = read_stats(self.client, self.prefix, queues=[q for p in self.settings.pools for q in p.queues])
+            restart_due = self._restart_due()
         except (redis.RedisError, OSError) as exc:
             self._hold(f"Redis unreachable ({exc.__class__.__name__}: {exc})")
             return changes
         if self._holding:
             self.log.event("resumed", f"autoscaler resumed after: {self._holding}")
             self._holding = ""
-        if self._restart_due():
+        if restart_due:
             return changes
         for pool in self.settings.pools:
             try:
@@ -274,12 +285,10 @@ class Autoscaler:
     def _keep_floor(self, pool: ScaledPool, procs: list[ProcessInfo]) -> str:
         """Start the pool's first `min` programs that do not run (a reboot, a crash supervisor gave
         up on, a stop by hand): no backlog needed, Redis not asked."""
-        down = [p for p in procs if p.group in pool.floor and p.state in STARTABLE_STATES]
-        for p in down:
-            self.supervisor.start(p)
-        if not down:
+        started = self._each("start", [p for p in procs if p.group in pool.floor and p.state in STARTABLE_STATES], pool)
+        if not started:
             return ""
-        line = f"pool {pool.name}: started {', '.join(p.name for p in down)} (below min {pool.rule.min}: {', '.join(f'{p.name} was {p.state}' for p in down)})"
+        line = f"pool {pool.name}: started {', '.join(p.name for p in started)} (below min {pool.rule.min}: {', '.join(f'{p.name} was {p.state}' for p in started)})"
         self.log.event("scale", line, pool_name=pool.name)
         return line
 
@@ -304,13 +313,9 @@ class Autoscaler:
         self.seen[pool.name] = (time.monotonic(), demand.ready, size, size < min(target, pool.rule.max))
         self._publish(pool, running, size, stats.now)
         if size > running:
-            chosen = [p for p in burst if p.state in STARTABLE_STATES][: size - running]
-            for p in chosen:
-                self.supervisor.start(p)
+            chosen = self._each("start", [p for p in burst if p.state in STARTABLE_STATES][: size - running], pool)
         elif size < running:
-            chosen = self._to_stop(burst, stats, running - size)
-            for p in chosen:
-                self.supervisor.stop(p)
+            chosen = self._each("stop", self._to_stop(burst, stats, running - size), pool)
         else:
             return ""
         if not chosen:
@@ -322,6 +327,20 @@ class Autoscaler:
         self.log.event("scale", line, pool_name=pool.name, running=running, size=new, wanted=wanted)
         self._record(pool, running, new, wanted, verdict, stats.now)
         return line
+
+    def _each(self, action: str, procs: list[ProcessInfo], pool: ScaledPool) -> list[ProcessInfo]:
+        """Start or stop each process; one that supervisord refuses (SPAWN_ERROR: its command is
+        gone) is logged and left out, and the others go ahead."""
+        done = []
+        for p in procs:
+            try:
+                getattr(self.supervisor, action)(p)
+            except SupervisorError as exc:
+                self.log.event("error", f"pool {pool.name}: cannot {action} {p.name} ({exc}); trying again next decision",
+                               pool_name=pool.name)
+                continue
+            done.append(p)
+        return done
 
     def _demand(self, pool: ScaledPool, stats: FleetStats) -> Demand:
         ready = sum(stats.sizes.get(q, {}).get("ready", 0) for q in pool.queues)

@@ -160,7 +160,7 @@ def schedule(obj: Context, path: Path, list_only: bool, log_format: str) -> None
 @click.option("--config", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               envvar="QUEUEFLEET_AUTOSCALE", help="Autoscale file the role writes (JSON; QUEUEFLEET_AUTOSCALE).")
 @click.option("--host", default=None, help="This host's name as its workers report it (default: the hostname).")
-@click.option("--once", is_flag=True, help="Make one decision for every pool, print it, and exit.")
+@click.option("--once", is_flag=True, help="Make one decision for every pool and exit; a change of size is logged as one line, no change as nothing.")
 @click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
 @click.pass_obj
 def autoscale(obj: Context, path: Path, host: str | None, once: bool, log_format: str) -> None:
