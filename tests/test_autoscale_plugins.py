@@ -4,6 +4,7 @@ names and the autoscaler's file, the post-deploy judgement of a pool that runs a
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -119,3 +120,36 @@ def test_preflight_counts_an_autoscaled_pool_at_max():
     assert row["mb"] == 4 * DEFAULTS["memory"] and "autoscale max; min 1" in row["detail"]
     small = capacity.preflight_capacity(merged({**SCALED, "autoscale": {"min": 1, "max": 40}})["pools"], 2048, host="w1")
     assert small["fits"] is False and small["procs"] == 40, small  # 40 x 128 MB does not fit in 2 GB at full scale, whatever min is
+
+
+@pytest.mark.parametrize("autoscale, message", [
+    ({"min": 1, "max": 2, "cooldown": -5}, "autoscale.cooldown must be seconds >= 0 (got -5)"),
+    ({"min": 1, "max": 2, "cooldown": float("inf")}, "autoscale.cooldown must be seconds >= 0 (got Infinity)"),
+    ({"min": 1, "max": 2, "target_wait": float("nan")}, "autoscale.target_wait must be a positive number of seconds (got NaN)"),
+])
+def test_settings_the_autoscaler_would_refuse_are_refused_before_the_deploy(autoscale, message):
+    """`queue autoscale` refuses these (ScaleRule); the inventory check must say so first, not a
+    FATAL autoscaler program after `current` switched."""
+    errors = merged({**SCALED, "autoscale": autoscale})["errors"]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_autoscale_is_no_pool_default():
+    out = model.queuefleet_pools([{"name": "d", "queues": ["d"], "numprocs": 2}],
+                                 {**DEFAULTS, "autoscale": {"min": 1, "max": 4}}, "queuefleet", 64)
+    assert out["errors"] == ["queue_worker_pool_defaults: autoscale cannot be a default: each autoscaled pool says "
+                             "autoscale: {min: N, max: M} itself (and has no numprocs)"]
+
+
+def test_switching_between_numprocs_and_autoscale_renames_every_program():
+    """supervisor would stop and re-add each program whose autostart changed, in turn, while the
+    deploy waits for every drain; new names start beside the old ones, which drain in the background."""
+    scaled = programs.queue_worker_pool_programs(merged(SCALED)["pools"][0], "queuefleet-", SETTINGS)
+    fixed_pool = {key: value for key, value in SCALED.items() if key != "autoscale"}
+    fixed = programs.queue_worker_pool_programs(merged({**fixed_pool, "numprocs": 4})["pools"][0], "queuefleet-", SETTINGS)
+    assert len(scaled) == len(fixed) == 4 and not set(scaled) & set(fixed)
+    # ... and a fixed pool's names are those of before autoscaling existed: numprocs alone is left out
+    bare = merged({**fixed_pool, "numprocs": 4})["pools"][0]
+    shape = {key: value for key, value in bare.items() if key != "numprocs"}
+    digest = hashlib.sha1(json.dumps({"pool": shape, "settings": SETTINGS}, sort_keys=True, default=str).encode()).hexdigest()
+    assert fixed[0].startswith(f"queuefleet-mail-{digest[:6]}_")

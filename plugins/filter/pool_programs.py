@@ -11,7 +11,8 @@ shapes the program except numprocs, so:
 
 An autoscaled pool has one program per slot up to ``autoscale.max``; its ``autoscale``
 settings stay out of the generation too, so changing min, max, step, cooldown or target_wait
-renames nothing and restarts no process. Its first ``min`` programs are its floor (the ones a
+renames nothing and restarts no process. Only whether it autoscales is in it: a pool that
+switches between ``numprocs`` and ``autoscale`` gets new programs beside its old ones. Its first ``min`` programs are its floor (the ones a
 deploy must find running); ``queue_worker_autoscale_config`` is the file `queue autoscale` reads.
 """
 
@@ -30,6 +31,11 @@ def queue_worker_pool_generation(pool: dict[str, Any], settings: dict[str, Any])
     if not isinstance(pool, dict) or "name" not in pool:
         raise AnsibleFilterError("queue_worker_pool_generation: expected a pool (a dict with a name)")
     shape = {key: value for key, value in pool.items() if key not in ("numprocs", "autoscale")}
+    if isinstance(pool.get("autoscale"), dict):
+        # Fixed or autoscaled is part of the shape (autostart differs): switching renames every
+        # program, so the new ones start beside the old ones, which drain, instead of supervisor
+        # stopping and re-adding each changed program in turn while the deploy waits.
+        shape["autoscaled"] = True
     blob = json.dumps({"pool": shape, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:GENERATION_DIGITS]
 

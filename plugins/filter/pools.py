@@ -22,6 +22,7 @@ this model is introduced or when a value is checked.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from typing import Any
@@ -57,9 +58,10 @@ def _is_whole(value: Any) -> bool:
 
 
 def _is_seconds(value: Any) -> bool:
+    """A number of seconds: an int, a finite float (YAML's .inf and .nan are not) or a numeric string."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, (int, float)) or (isinstance(value, str) and bool(NUMBER.match(value)))
+    return (isinstance(value, (int, float)) and math.isfinite(value)) or (isinstance(value, str) and bool(NUMBER.match(value)))
 
 
 def _pool_errors(label: str, given: dict, pool: dict, max_numprocs: int) -> list[str]:
@@ -130,7 +132,7 @@ def _autoscale_errors(label: str, autoscale: Any, max_numprocs: int) -> list[str
             errors.append(f"{label}: autoscale.max must be between 1 and {max_numprocs} (got {bounds['max']})")
     if "step" in autoscale and (not _is_whole(autoscale["step"]) or int(autoscale["step"]) < 1):
         errors.append(f"{label}: autoscale.step must be a whole number >= 1 (got {_show(autoscale['step'])})")
-    if "cooldown" in autoscale and not _is_seconds(autoscale["cooldown"]):
+    if "cooldown" in autoscale and (not _is_seconds(autoscale["cooldown"]) or float(autoscale["cooldown"]) < 0):
         errors.append(f"{label}: autoscale.cooldown must be seconds >= 0 (got {_show(autoscale['cooldown'])})")
     if "target_wait" in autoscale and (not _is_seconds(autoscale["target_wait"]) or float(autoscale["target_wait"]) <= 0):
         errors.append(f"{label}: autoscale.target_wait must be a positive number of seconds (got {_show(autoscale['target_wait'])})")
@@ -147,6 +149,10 @@ def queuefleet_pools(pools: Any, defaults: dict | None = None, worker_user: str 
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"queuefleet.fleet.pools: max_numprocs must be a whole number (got {_show(max_numprocs)})") from exc
     base = {**(defaults or {}), "user": worker_user}
+    if "autoscale" in base:
+        return {"pools": [], "processes": 0,
+                "errors": ["queue_worker_pool_defaults: autoscale cannot be a default: each autoscaled pool says "
+                           "autoscale: {min: N, max: M} itself (and has no numprocs)"]}
     if not isinstance(pools, list):
         return {"pools": [], "processes": 0,
                 "errors": [f"queue_worker_pools must be a list of pools (got {_truncate(str(pools))})"]}
