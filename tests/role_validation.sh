@@ -55,6 +55,9 @@ refuses queue_worker "must name the networks that may scrape" '{"queue_worker_jo
 refuses queue_worker "pyproject.toml is neither a wheel (.whl) nor an sdist" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1}], "queue_worker_package_src": "'"$ROOT"'/worker/pyproject.toml"}'
 refuses queue_worker "queue_worker_pools is empty: a worker host needs at least one pool" '{"queue_worker_jobs": ["app.jobs"]}'
 refuses queue_worker "pool #1 'p': sleep must be a positive number of seconds" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 1, "sleep": 0}]}'
+# The autoscaler's settings are checked before anything changes, not by a FATAL program after the switch.
+refuses queue_worker "queue_worker_autoscale_interval must be seconds > 0 and <= 30" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "autoscale": {"min": 1, "max": 2}}], "queue_worker_autoscale_interval": 0}'
+refuses queue_worker "unix:///path/to/supervisor.sock or http://host:port (got /run/supervisor.sock)" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_pools": [{"name": "p", "queues": ["q"], "autoscale": {"min": 1, "max": 2}}], "queue_worker_autoscale_supervisor_url": "/run/supervisor.sock"}'
 # The role and preflight share one numprocs limit (queue_worker_max_numprocs): raised, it holds in both.
 refuses queue_worker "numprocs must be between 1 and 100 (got 101)" '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 101}]}'
 passes_validation queue_worker '{"queue_worker_jobs": ["app.jobs"], "queue_worker_max_numprocs": 100, "queue_worker_pools": [{"name": "p", "queues": ["q"], "numprocs": 80}]}'
