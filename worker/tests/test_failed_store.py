@@ -132,6 +132,17 @@ def test_a_worker_is_ready_before_it_imports_the_database_layer():
     assert result.stdout.split() == []
 
 
+def test_a_worker_with_a_bad_database_url_exits_1_with_one_line(redis_url, sqlite_url, tmp_path):
+    """The URL is checked beside the first jobs now, with the same verdict as before: exit 1, one
+    line naming the URL without its password, no traceback."""
+    cli = QueueCli(redis_url, sqlite_url, tmp_path)
+    for url, needle in (("nosuchdb://x/y", "Can't load plugin"), ("mysql+pymysql://qf:s3cret@db:abc/x", "invalid literal")):
+        result = cli.run("work", "--sleep", "30", check=False, env={"QUEUEFLEET_DATABASE_URL": url})
+        assert result.returncode == 1, result.stderr
+        assert f"queue: bad database URL {url.replace(':s3cret@', ':***@')}: " in result.stderr and needle in result.stderr
+        assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+
+
 def test_a_job_running_when_the_database_check_fails_finishes_and_the_worker_exits_1(redis_url, sqlite_url, tmp_path, r):
     """Not migrated: the check beside the first job stops the worker as SIGTERM would. The job it
     began finishes, no job is lost or failed, and supervisor sees exit 1 with the reason."""
