@@ -74,8 +74,17 @@ def pool_pids(host) -> dict[str, dict[str, int]]:
     """{pool: {program: pid}} of the RUNNING pool processes (one supervisor program per process).
 
     A replaced or surplus process finishing its job is STOPPING and not listed; no pool
-    process may be in any other state."""
-    out = host.run("supervisorctl status").stdout
+    process may be in any other state once supervisord's startsecs have passed: a restarted
+    worker is ready (its heartbeat on the new release) in about 0.3 s, while supervisord shows it
+    STARTING for its first second, so STARTING is waited out (10 s at most) before the check."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = host.run("supervisorctl status").stdout
+        starting = [line for line in out.splitlines()
+                    if len(line.split()) > 1 and PROGRAM.match(line.split()[0]) and line.split()[1] == "STARTING"]
+        if not starting or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     pools: dict[str, dict[str, int]] = {}
     for line in out.splitlines():
         parts = line.split()
